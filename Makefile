@@ -1,0 +1,74 @@
+# One-word entry points. Everything runs from the project's own virtualenv (.venv).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+PY := $(BIN)/python
+
+# Lambda runs python3.13 and `sam build` needs that interpreter on PATH. Under pyenv,
+# select the newest installed 3.13 ahead of the default one.
+PYENV_313 := $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.13(\.|$$)' | tail -n1)
+ifneq ($(PYENV_313),)
+export PYENV_VERSION := $(PYENV_313):$(shell pyenv global 2>/dev/null | head -n1)
+endif
+PYTHON ?= $(shell python3.13 -c '' >/dev/null 2>&1 && echo python3.13 || echo python3)
+
+export PATH := $(BIN):$(PATH)
+export SAM_CLI_TELEMETRY := 0
+export AWS_DEFAULT_REGION ?= us-east-1
+
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: help venv check lint typecheck template build test test-unit test-e2e local demo invoke bench deploy clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml layers/capsule_oauth/requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade 'pip>=25.1'
+	$(PY) -m pip install --quiet --group dev
+	@touch $@
+
+venv: $(STAMP) ## create .venv with everything needed to develop, test and run locally
+
+check: lint typecheck template build ## ruff, ruff format --check, mypy, sam validate --lint, cfn-lint, sam build
+
+lint: $(STAMP)
+	ruff check .
+	ruff format --check .
+
+typecheck: $(STAMP)
+	mypy
+
+template: $(STAMP)
+	sam validate --lint --template template.yaml
+	cfn-lint template.yaml
+
+build: $(STAMP) ## sam build (needs python3.13 on PATH, as Lambda runs it)
+	sam build --template template.yaml --parallel
+
+test: $(STAMP) ## every test: unit, handlers, end to end, browser
+	$(PY) -m pytest
+
+test-unit: $(STAMP) ## the fast tests only (no local stack, no browser)
+	$(PY) -m pytest tests/unit tests/handlers
+
+local: $(STAMP) ## run the whole stack on this machine (no AWS or Capsule account needed)
+	$(PY) -m local
+
+demo: $(STAMP) ## connect, refresh and call Capsule against the local stack, no browser
+	$(PY) -m local.demo
+
+invoke: $(STAMP) ## make invoke FUNCTION=StartFunction EVENT=events/start.json
+	$(PY) -m local.invoke $(FUNCTION) $(EVENT)
+
+bench: $(STAMP) ## cold start, calls per flow, refresh at scale, deploy size
+	$(PY) -m bench
+
+deploy: build ## sam deploy --guided (needs AWS credentials)
+	sam deploy --guided
+
+clean: ## remove build output and caches (keeps .venv)
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache tests/artifacts

@@ -1,0 +1,23 @@
+"""Scheduled: refresh every connection whose tokens are due, within the time budget."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from capsule_oauth.config import settings
+from capsule_oauth.observability import logger, metrics, tracer
+from capsule_oauth.refresh_flow import refresh_due
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    report = refresh_due(
+        settings(),
+        remaining_ms=context.get_remaining_time_in_millis,
+        run_id=context.aws_request_id,
+    )
+    return report.as_dict()

@@ -1,0 +1,63 @@
+"""Capsule CRM OAuth 2.0 connector: connect Capsule accounts and keep their tokens fresh.
+
+For the rest of an integration, two names matter::
+
+    from capsule_oauth import CapsuleClient, get_access_token
+
+    CapsuleClient(connection_id).get("/parties", params={"perPage": 100})
+    get_access_token(connection_id)  # a valid bearer token, refreshed when near expiry
+
+They are loaded on first use, so a handler that imports one module of this package does
+not pay for the HTTP stack it does not need.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from capsule_oauth.capsule import (
+        CapsuleAPIError,
+        CapsuleError,
+        CapsuleRateLimited,
+        CapsuleUnavailable,
+    )
+    from capsule_oauth.client import CapsuleClient
+    from capsule_oauth.tokens import (
+        ConnectionNotFound,
+        ReauthorizationRequired,
+        TokenUnavailable,
+        get_access_token,
+    )
+
+_EXPORTS = {
+    "CapsuleClient": "capsule_oauth.client",
+    "get_access_token": "capsule_oauth.tokens",
+    "ConnectionNotFound": "capsule_oauth.tokens",
+    "ReauthorizationRequired": "capsule_oauth.tokens",
+    "TokenUnavailable": "capsule_oauth.tokens",
+    "CapsuleError": "capsule_oauth.capsule",
+    "CapsuleAPIError": "capsule_oauth.capsule",
+    "CapsuleRateLimited": "capsule_oauth.capsule",
+    "CapsuleUnavailable": "capsule_oauth.capsule",
+}
+
+__all__ = [
+    "CapsuleAPIError",
+    "CapsuleClient",
+    "CapsuleError",
+    "CapsuleRateLimited",
+    "CapsuleUnavailable",
+    "ConnectionNotFound",
+    "ReauthorizationRequired",
+    "TokenUnavailable",
+    "get_access_token",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'capsule_oauth' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

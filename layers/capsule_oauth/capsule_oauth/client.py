@@ -1,0 +1,81 @@
+"""``CapsuleClient``: Capsule API v2 calls for one connection, tokens handled for you."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from capsule_oauth import capsule, config, tokens
+from capsule_oauth.capsule import RateLimit
+from capsule_oauth.config import Settings
+
+
+class CapsuleClient:
+    """Call ``<base>/api/v2`` as the person who connected ``connection_id``.
+
+    A 401 refreshes the token once and retries once; a 429 raises ``CapsuleRateLimited``
+    with ``reset_at`` (do not retry before it); other failures raise ``CapsuleAPIError`` or
+    ``CapsuleUnavailable``. ``rate_limit`` holds the limits of the last answer.
+    """
+
+    def __init__(self, connection_id: str, *, settings: Settings | None = None) -> None:
+        self.connection_id = connection_id
+        self.settings = settings or config.settings()
+        self.rate_limit: RateLimit | None = None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+    ) -> Any:
+        """Send the request and return the decoded JSON body (None for an empty answer)."""
+        token = tokens.current_token(self.connection_id, settings=self.settings)
+        try:
+            answer = self._send(token, method, path, params, json)
+        except capsule.CapsuleUnauthorized:
+            token = tokens.renew(
+                self.connection_id, settings=self.settings, rejected_version=token.version
+            )
+            answer = self._send(token, method, path, params, json)
+        return answer.body
+
+    def _send(
+        self,
+        token: tokens.AccessToken,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        json: Any,
+    ) -> capsule.APIResponse:
+        try:
+            answer = capsule.api_request(
+                self.settings.capsule_base_url,
+                token.value,
+                method,
+                path,
+                timeout=self.settings.http_timeout_seconds,
+                params=params,
+                json=json,
+            )
+        except capsule.CapsuleRateLimited:
+            self.rate_limit = None
+            raise
+        self.rate_limit = answer.rate_limit
+        return answer
+
+    def get(self, path: str, *, params: dict[str, Any] | None = None) -> Any:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        return self.request("POST", path, params=params, json=json)
+
+    def put(self, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        return self.request("PUT", path, params=params, json=json)
+
+    def patch(self, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        return self.request("PATCH", path, params=params, json=json)
+
+    def delete(self, path: str, *, params: dict[str, Any] | None = None) -> Any:
+        return self.request("DELETE", path, params=params)

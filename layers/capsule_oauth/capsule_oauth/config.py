@@ -1,0 +1,117 @@
+"""Every setting, read from the environment in one place (template.yaml declares them)."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or wrong; the message says which and how to fix it."""
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"environment variable {name} is not set; declare it in template.yaml")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"true", "1", "yes", "on"}:
+        return True
+    if raw in {"false", "0", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip() or default
+    parts = urlsplit(value)
+    if parts.scheme not in {"https", "http"} or not parts.netloc:
+        raise ConfigError(f"{name} must be an absolute http(s) URL, got {value!r}")
+    return value.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_table: str
+    connections_table: str
+    token_key_id: str
+    client_credentials_secret_id: str
+    capsule_base_url: str = "https://api.capsulecrm.com"
+    scope: str = "read write"
+    state_ttl_seconds: int = 600
+    pkce_enabled: bool = True
+    redirect_uri: str | None = None
+    http_timeout_seconds: float = 10.0
+    credentials_max_age_seconds: int = 300
+    refresh_lead_seconds: int = 86_400
+    refresh_concurrency: int = 8
+    token_margin_seconds: int = 300
+    lease_seconds: int = 60
+    lease_wait_seconds: float = 5.0
+    refresh_min_remaining_ms: int = 20_000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        redirect_uri = env.get("REDIRECT_URI", "").strip() or None
+        if redirect_uri is not None:
+            redirect_uri = _url(env, "REDIRECT_URI", redirect_uri)
+        return cls(
+            state_table=_required(env, "STATE_TABLE_NAME"),
+            connections_table=_required(env, "CONNECTIONS_TABLE_NAME"),
+            token_key_id=_required(env, "TOKEN_KEY_ID"),
+            client_credentials_secret_id=_required(env, "CLIENT_CREDENTIALS_SECRET_ID"),
+            capsule_base_url=_url(env, "CAPSULE_BASE_URL", cls.capsule_base_url),
+            scope=" ".join(env.get("CAPSULE_SCOPE", "").split()) or cls.scope,
+            state_ttl_seconds=int(_number(env, "STATE_TTL_SECONDS", cls.state_ttl_seconds, 1)),
+            pkce_enabled=_flag(env, "PKCE_ENABLED", cls.pkce_enabled),
+            redirect_uri=redirect_uri,
+            http_timeout_seconds=_number(
+                env, "HTTP_TIMEOUT_SECONDS", cls.http_timeout_seconds, 0.1
+            ),
+            credentials_max_age_seconds=int(
+                _number(env, "CREDENTIALS_MAX_AGE_SECONDS", cls.credentials_max_age_seconds)
+            ),
+            refresh_lead_seconds=int(
+                _number(env, "REFRESH_LEAD_SECONDS", cls.refresh_lead_seconds)
+            ),
+            refresh_concurrency=int(
+                _number(env, "REFRESH_CONCURRENCY", cls.refresh_concurrency, 1)
+            ),
+            token_margin_seconds=int(
+                _number(env, "TOKEN_MARGIN_SECONDS", cls.token_margin_seconds)
+            ),
+            lease_seconds=int(_number(env, "LEASE_SECONDS", cls.lease_seconds, 1)),
+            lease_wait_seconds=_number(env, "LEASE_WAIT_SECONDS", cls.lease_wait_seconds),
+            refresh_min_remaining_ms=int(
+                _number(env, "REFRESH_MIN_REMAINING_MS", cls.refresh_min_remaining_ms)
+            ),
+        )
+
+
+@functools.cache
+def settings() -> Settings:
+    """The settings of this process, read once (tests call ``settings.cache_clear()``)."""
+    return Settings.from_env()

@@ -1,0 +1,65 @@
+"""The Capsule client id and secret, from Secrets Manager only, cached for a few minutes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from aws_lambda_powertools.utilities import parameters
+
+from capsule_oauth.config import ConfigError, Settings
+
+T = TypeVar("T")
+
+
+class CredentialsNotConfigured(ConfigError):
+    """The secret exists but does not hold usable client credentials yet."""
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    client_id: str
+    client_secret: str = field(repr=False)
+
+
+def get_client_credentials(settings: Settings, *, force_fetch: bool = False) -> ClientCredentials:
+    secret_id = settings.client_credentials_secret_id
+    raw = parameters.get_secret(
+        secret_id, max_age=settings.credentials_max_age_seconds, force_fetch=force_fetch
+    )
+    how_to_fix = (
+        f'put JSON {{"client_id": ..., "client_secret": ...}} into secret {secret_id} '
+        "(README: Deploy)"
+    )
+    try:
+        value = json.loads(raw if isinstance(raw, str) else bytes(raw).decode())
+    except ValueError:
+        raise CredentialsNotConfigured(f"secret is not JSON; {how_to_fix}") from None
+    client_id = value.get("client_id") if isinstance(value, dict) else None
+    client_secret = value.get("client_secret") if isinstance(value, dict) else None
+    if not isinstance(client_id, str) or not client_id.strip():
+        raise CredentialsNotConfigured(f"secret has no client_id; {how_to_fix}")
+    if not isinstance(client_secret, str) or not client_secret.strip():
+        raise CredentialsNotConfigured(f"secret has no client_secret; {how_to_fix}")
+    return ClientCredentials(client_id.strip(), client_secret.strip())
+
+
+def with_client_credentials(
+    settings: Settings, call: Callable[[ClientCredentials], T], *, rejected: type[Exception]
+) -> T:
+    """Run ``call`` with the cached credentials; on ``rejected`` re-read the secret and,
+    if it changed, try once more.
+
+    A rotated secret shows up as invalid_client while our cache still holds the old value.
+    Retrying is safe: Capsule refuses the client before it looks at the code or token.
+    """
+    cached = get_client_credentials(settings)
+    try:
+        return call(cached)
+    except rejected:
+        fresh = get_client_credentials(settings, force_fetch=True)
+        if fresh == cached:
+            raise
+        return call(fresh)

@@ -1,0 +1,235 @@
+"""Refresh: one connection under its lease, or every due connection in a bounded pool.
+
+Per connection: take the lease (the write returns the item as it is now), decide whether it
+still needs a refresh, POST grant_type=refresh_token, then one fenced write of the new
+tokens. Failures keep the tokens: only an ``invalid_grant`` on the refresh token that is
+still stored ends a connection (``needs_reauth``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from capsule_oauth import capsule, connections, crypto
+from capsule_oauth.config import Settings
+from capsule_oauth.connections import Connection
+from capsule_oauth.credentials import with_client_credentials
+from capsule_oauth.observability import count, count_by, logger
+
+
+class Outcome(StrEnum):
+    REFRESHED = "refreshed"
+    NOT_NEEDED = "not_needed"  # someone else refreshed it first
+    CONTENDED = "contended"  # another worker holds the lease
+    FAILED = "failed"  # transient: tokens kept, retried later
+    REAUTH_REQUIRED = "reauth_required"
+    INACTIVE = "inactive"
+    MISSING = "missing"
+    ERROR = "error"  # our own fault (AWS, bug): logged, retried next run
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    connection_id: str
+    outcome: Outcome
+    error: str | None = None
+    connection: Connection | None = None
+    access_token: str | None = field(default=None, repr=False)
+
+
+NeedsRefresh = Callable[[Connection, int], bool]
+
+
+def scheduled_due(connection: Connection, now: int) -> bool:
+    return connection.refresh_due_at is not None and connection.refresh_due_at <= now
+
+
+def refresh_connection(
+    settings: Settings,
+    connection_id: str,
+    *,
+    owner: str,
+    needs_refresh: NeedsRefresh = scheduled_due,
+) -> RefreshResult:
+    table = settings.connections_table
+    now = int(time.time())
+    try:
+        current = connections.acquire_lease(
+            table, connection_id, owner=owner, now=now, lease_seconds=settings.lease_seconds
+        )
+    except connections.LeaseNotAcquired:
+        return RefreshResult(connection_id, Outcome.CONTENDED, "LeaseHeld")
+    if current is None:
+        return RefreshResult(connection_id, Outcome.MISSING)
+
+    released = False
+    try:
+        if current.status != connections.ACTIVE:
+            return RefreshResult(connection_id, Outcome.INACTIVE, connection=current)
+        if not needs_refresh(current, now):
+            return RefreshResult(connection_id, Outcome.NOT_NEEDED, connection=current)
+        result = _refresh_leased(settings, current, owner=owner, now=now)
+        released = True  # every path of _refresh_leased ends in a fenced write or StaleWrite
+        return result
+    finally:
+        if not released:
+            connections.release_lease(table, connection_id, owner=owner)
+
+
+def _refresh_leased(
+    settings: Settings, current: Connection, *, owner: str, now: int
+) -> RefreshResult:
+    table = settings.connections_table
+    cid = current.connection_id
+    try:
+        stored = crypto.unseal(settings.token_key_id, cid, current.tokens)
+        answer = with_client_credentials(
+            settings,
+            lambda credentials: capsule.refresh(
+                settings.capsule_base_url,
+                credentials,
+                refresh_token=stored.refresh_token,
+                timeout=settings.http_timeout_seconds,
+            ),
+            rejected=capsule.InvalidClient,
+        )
+    except capsule.InvalidGrant as error:
+        try:
+            updated = connections.mark_needs_reauth(
+                table, current, owner=owner, error=error.kind, now=now
+            )
+        except connections.StaleWrite:
+            # Our refresh token is no longer the stored one: another worker won. Not a failure.
+            return RefreshResult(cid, Outcome.NOT_NEEDED)
+        logger.warning(
+            "Capsule refused the refresh token: needs reauth", extra={"connection_id": cid}
+        )
+        return RefreshResult(cid, Outcome.REAUTH_REQUIRED, error.kind, connection=updated)
+    except (capsule.CapsuleError, crypto.TokenDecryptionError) as error:
+        kind = getattr(error, "kind", type(error).__name__)
+        retry_at = now + connections.backoff_seconds(current.failure_count + 1)
+        if isinstance(error, capsule.CapsuleRateLimited) and error.reset_at:
+            retry_at = max(retry_at, int(error.reset_at) + 1)
+        try:
+            updated = connections.record_failure(
+                table, current, owner=owner, error=kind, retry_at=retry_at, now=now
+            )
+        except connections.StaleWrite:
+            updated = None
+        logger.warning(
+            "Refresh failed; tokens kept, will retry",
+            extra={"connection_id": cid, "error_class": kind, "retry_at": retry_at},
+        )
+        return RefreshResult(cid, Outcome.FAILED, kind, connection=updated)
+
+    tokens = crypto.TokenPair(
+        answer.access_token,
+        # No refresh_token in the answer means the old one stays valid.
+        answer.refresh_token or stored.refresh_token,
+    )
+    sealed = crypto.seal(settings.token_key_id, cid, tokens)
+    expires_at = int(time.time()) + answer.expires_in
+    try:
+        updated = connections.store_refreshed(
+            table,
+            current,
+            owner=owner,
+            tokens=sealed,
+            expires_at=expires_at,
+            scope=answer.scope or current.scope,
+            refresh_due_at=connections.refresh_due_at(
+                expires_at, answer.expires_in, settings.refresh_lead_seconds
+            ),
+            now=int(time.time()),
+        )
+    except connections.StaleWrite:
+        # Only a reconnect (newer tokens) or a lease that ran out can get here.
+        logger.error(
+            "Refreshed tokens could not be stored: the connection changed meanwhile",
+            extra={"connection_id": cid},
+        )
+        return RefreshResult(cid, Outcome.ERROR, "StaleWrite")
+    logger.info("Connection refreshed", extra={"connection_id": cid, "expires_at": expires_at})
+    return RefreshResult(
+        cid, Outcome.REFRESHED, connection=updated, access_token=tokens.access_token
+    )
+
+
+@dataclass
+class RunReport:
+    due: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+    stopped_early: bool = False
+
+    def add(self, result: RefreshResult) -> None:
+        self.outcomes[result.outcome.value] += 1
+        if result.outcome in _FAILURES:
+            self.failures[result.error or result.outcome.value] += 1
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "due": self.due,
+            "outcomes": dict(self.outcomes),
+            "failures": dict(self.failures),
+            "stopped_early": self.stopped_early,
+        }
+
+
+def refresh_due(
+    settings: Settings, *, remaining_ms: Callable[[], int], run_id: str | None = None
+) -> RunReport:
+    """Refresh every due connection, ``refresh_concurrency`` at a time, within the time budget.
+
+    Stops taking new work when less than ``refresh_min_remaining_ms`` is left; connections
+    not reached stay due and the next run picks them up.
+    """
+    owner = f"refresh:{run_id or uuid.uuid4().hex}"
+    report = RunReport()
+    lock = threading.Lock()
+    slots = threading.BoundedSemaphore(settings.refresh_concurrency)
+
+    def work(connection_id: str) -> None:
+        try:
+            result = refresh_connection(settings, connection_id, owner=owner)
+        except Exception:
+            logger.exception("Refresh crashed", extra={"connection_id": connection_id})
+            result = RefreshResult(connection_id, Outcome.ERROR, "Exception")
+        finally:
+            slots.release()
+        with lock:
+            report.add(result)
+
+    now = int(time.time())
+    with ThreadPoolExecutor(settings.refresh_concurrency, thread_name_prefix="refresh") as pool:
+        for connection_id in connections.due_ids(settings.connections_table, now=now):
+            if remaining_ms() < settings.refresh_min_remaining_ms:
+                report.stopped_early = True
+                break
+            report.due += 1
+            slots.acquire()
+            pool.submit(work, connection_id)
+    # Metrics are emitted here, on one thread, from the report the workers filled in.
+    count("DueConnections", report.due)
+    emit_metrics(report)
+    logger.info("Refresh run finished", extra=report.as_dict())
+    return report
+
+
+_FAILURES = (Outcome.FAILED, Outcome.ERROR, Outcome.CONTENDED)
+
+
+def emit_metrics(report: RunReport) -> None:
+    if refreshed := report.outcomes[Outcome.REFRESHED.value]:
+        count("RefreshSucceeded", refreshed)
+    if reauth := report.outcomes[Outcome.REAUTH_REQUIRED.value]:
+        count("ReauthRequired", reauth)
+    for error_class, failed in sorted(report.failures.items()):
+        count_by("RefreshFailed", "error_class", error_class, failed)

@@ -1,0 +1,167 @@
+"""``get_access_token``: a valid access token for a connection, refreshed on demand.
+
+Near expiry it refreshes under the same lease the scheduled refresh uses; if another worker
+holds the lease it waits briefly and re-reads. Decrypted tokens are kept in memory for the
+life of the container (never on disk or in logs) so a warm caller makes no AWS call.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from capsule_oauth import config, connections, crypto, refresh_flow
+from capsule_oauth.config import Settings
+from capsule_oauth.connections import Connection
+from capsule_oauth.refresh_flow import Outcome, RunReport
+
+_POLL_SECONDS = 0.2
+
+
+class ConnectionNotFound(LookupError):
+    """No connection with this id: connect the Capsule account first."""
+
+
+class ReauthorizationRequired(RuntimeError):
+    """The person must connect the Capsule account again (revoked, expired or disconnected)."""
+
+    def __init__(self, connection_id: str, status: str) -> None:
+        super().__init__(
+            f"connection {connection_id} is {status}: the person must connect Capsule again"
+        )
+        self.connection_id = connection_id
+        self.status = status
+
+
+class TokenUnavailable(RuntimeError):
+    """No valid token right now (Capsule unreachable or busy refreshing); try again shortly."""
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    value: str = field(repr=False)
+    version: int
+    expires_at: int
+
+
+_cache: dict[str, AccessToken] = {}
+_cache_lock = threading.Lock()
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def _remember(connection_id: str, token: AccessToken) -> AccessToken:
+    with _cache_lock:
+        known = _cache.get(connection_id)
+        if known is None or known.version <= token.version:
+            _cache[connection_id] = token
+    return token
+
+
+def _forget(connection_id: str, version: int) -> None:
+    with _cache_lock:
+        known = _cache.get(connection_id)
+        if known is not None and known.version <= version:
+            del _cache[connection_id]
+
+
+def _usable(token: AccessToken | None, settings: Settings, now: float) -> bool:
+    return token is not None and token.expires_at - settings.token_margin_seconds > now
+
+
+def _from_connection(settings: Settings, connection: Connection) -> AccessToken:
+    pair = crypto.unseal(settings.token_key_id, connection.connection_id, connection.tokens)
+    return AccessToken(pair.access_token, connection.version, connection.expires_at)
+
+
+def _check_active(connection_id: str, connection: Connection | None) -> Connection:
+    if connection is None:
+        raise ConnectionNotFound(f"no Capsule connection {connection_id!r}; connect it first")
+    if connection.status != connections.ACTIVE:
+        raise ReauthorizationRequired(connection_id, connection.status)
+    return connection
+
+
+def current_token(connection_id: str, *, settings: Settings | None = None) -> AccessToken:
+    """The access token with its version; refreshed first when it is within the margin."""
+    settings = settings or config.settings()
+    now = time.time()
+    with _cache_lock:
+        cached = _cache.get(connection_id)
+    if cached is not None and _usable(cached, settings, now):
+        return cached
+    connection = _check_active(
+        connection_id, connections.get(settings.connections_table, connection_id)
+    )
+    if connection.expires_at - settings.token_margin_seconds > now:
+        return _remember(connection_id, _from_connection(settings, connection))
+    return renew(connection_id, settings=settings)
+
+
+def get_access_token(connection_id: str, *, settings: Settings | None = None) -> str:
+    """A valid access token for ``connection_id``.
+
+    Raises ConnectionNotFound, ReauthorizationRequired or TokenUnavailable.
+    """
+    return current_token(connection_id, settings=settings).value
+
+
+def renew(
+    connection_id: str, *, settings: Settings | None = None, rejected_version: int | None = None
+) -> AccessToken:
+    """Refresh under the lease unless someone already did; ``rejected_version`` forces it.
+
+    ``rejected_version`` is the version of a token Capsule answered 401 to: refresh only if
+    it is still the stored one, otherwise the newer stored token is the answer.
+    """
+    settings = settings or config.settings()
+    if rejected_version is not None:
+        _forget(connection_id, rejected_version)
+    margin = settings.token_margin_seconds
+
+    def needs_refresh(connection: Connection, now: int) -> bool:
+        return connection.expires_at - margin <= now or connection.version == rejected_version
+
+    owner = f"token:{uuid.uuid4().hex}"
+    deadline = time.monotonic() + settings.lease_wait_seconds
+    while True:
+        result = refresh_flow.refresh_connection(
+            settings, connection_id, owner=owner, needs_refresh=needs_refresh
+        )
+        report = RunReport()
+        report.add(result)
+        refresh_flow.emit_metrics(report)
+        if result.outcome is Outcome.REFRESHED and result.connection and result.access_token:
+            token = AccessToken(
+                result.access_token, result.connection.version, result.connection.expires_at
+            )
+            return _remember(connection_id, token)
+        if result.outcome is Outcome.MISSING:
+            _check_active(connection_id, None)
+        if result.outcome in (Outcome.REAUTH_REQUIRED, Outcome.INACTIVE):
+            raise ReauthorizationRequired(
+                connection_id, result.connection.status if result.connection else "needs_reauth"
+            )
+        if result.outcome is not Outcome.CONTENDED:
+            break  # NOT_NEEDED, FAILED or ERROR: what is stored now is the best there is
+        if time.monotonic() >= deadline:
+            raise TokenUnavailable(
+                f"connection {connection_id} is being refreshed elsewhere; try again shortly"
+            )
+        time.sleep(_POLL_SECONDS)
+
+    connection = _check_active(
+        connection_id, connections.get(settings.connections_table, connection_id)
+    )
+    token = _from_connection(settings, connection)
+    if token.expires_at <= time.time() or token.version == rejected_version:
+        raise TokenUnavailable(
+            f"could not refresh connection {connection_id} ({result.error or 'unknown'});"
+            " try again later"
+        )
+    return _remember(connection_id, token)

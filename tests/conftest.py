@@ -1,0 +1,138 @@
+"""Fixtures every test shares: a moto stack built from template.yaml, a fake Capsule, events."""
+
+from __future__ import annotations
+
+import os
+
+# Powertools reads these when observability.py builds its Logger / Metrics at import, as in
+# Lambda, where the environment exists before any import: set them before importing it.
+os.environ.update(
+    POWERTOOLS_SERVICE_NAME="capsule-connector",
+    POWERTOOLS_METRICS_NAMESPACE="CapsuleConnector",
+    POWERTOOLS_TRACE_DISABLED="true",
+)
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import responses
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters import base as parameter_providers
+from moto import mock_aws
+
+from capsule_oauth import aws, capsule, config, tokens
+from capsule_oauth.observability import metrics
+from local.stack import LambdaContext, Stack, Template, create_stack, load_handler
+from tests.capsule_fake import CLIENT_ID, CLIENT_SECRET, FakeCapsule
+
+EVENTS = Path(__file__).resolve().parent.parent / "events"
+CAPSULE_URL = "https://capsule.test"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((EVENTS / name).read_text(encoding="utf-8"))
+    return event
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No real AWS, no leftovers: fake credentials and fresh caches for every test."""
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    _reset_caches()
+    yield
+    _reset_caches()
+
+
+def _reset_caches() -> None:
+    aws.reset()
+    config.settings.cache_clear()
+    capsule.session.cache_clear()
+    tokens.clear_cache()
+    parameters.clear_caches()  # type: ignore[no-untyped-call]
+    # Providers hold boto3 clients: a new test gets new ones, bound to its own mock.
+    parameter_providers.DEFAULT_PROVIDERS.clear()  # type: ignore[attr-defined]
+    metrics.clear_metrics()
+
+
+@pytest.fixture(scope="session")
+def template() -> Template:
+    return Template.load()
+
+
+@pytest.fixture
+def stack(template: Template, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    """The template's tables, key and secret on moto, and its environment in os.environ."""
+    with mock_aws():
+        created = create_stack(
+            template,
+            client_credentials={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
+            parameters={"CapsuleBaseUrl": CAPSULE_URL},
+        )
+        for name, value in created.environment("CallbackFunction").items():
+            monkeypatch.setenv(name, value)
+        yield created
+
+
+@pytest.fixture
+def settings(stack: Stack) -> config.Settings:
+    return config.settings()
+
+
+@pytest.fixture
+def fake_capsule() -> Iterator[FakeCapsule]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield FakeCapsule(mock, CAPSULE_URL)
+
+
+Invoke = Callable[[str, dict[str, Any]], Any]
+
+
+@pytest.fixture
+def invoke(template: Template, stack: Stack) -> Invoke:
+    """Run a function's handler, named by its logical id in template.yaml, on an event."""
+
+    def run(logical_id: str, event: dict[str, Any]) -> Any:
+        spec = template.function(logical_id)
+        handler = load_handler(spec)
+        return handler(event, LambdaContext.for_function(spec))
+
+    return run
+
+
+@pytest.fixture
+def atomic_moto() -> Iterator[None]:
+    """Make moto's single-item DynamoDB writes atomic across threads, as DynamoDB's are.
+
+    moto evaluates a condition and applies the write in separate steps; real DynamoDB
+    does both atomically. Tests that race threads need the real guarantee.
+    """
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+    originals = {
+        name: getattr(DynamoDBBackend, name)
+        for name in ("put_item", "update_item", "delete_item", "get_item")
+    }
+
+    def locked(original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return original(*args, **kwargs)
+
+        return call
+
+    for name, original in originals.items():
+        setattr(DynamoDBBackend, name, locked(original))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(DynamoDBBackend, name, original)
