@@ -1,0 +1,456 @@
+"""GET /auth/callback, through the handler template.yaml names for CallbackFunction."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import pytest
+import requests
+import time_machine
+
+from capsule_oauth import crypto
+from local.stack import Stack
+from tests.capsule_fake import CLIENT_ID, CLIENT_SECRET, FakeCapsule
+from tests.conftest import Invoke, load_event
+
+CALLBACK = "https://abc123.execute-api.us-east-1.amazonaws.com/auth/callback"
+
+
+@dataclass
+class Started:
+    state: str
+    nonce: str
+    challenge: str
+    code: str
+
+
+def start(invoke: Invoke, fake: FakeCapsule, event: str = "start.json") -> Started:
+    """Run the start handler and let the fake Capsule issue a code, as approving would."""
+    response = invoke("StartFunction", load_event(event))
+    query = {k: v[0] for k, v in parse_qs(urlsplit(response["headers"]["Location"]).query).items()}
+    nonce = response["cookies"][0].split(";")[0].split("=", 1)[1]
+    code = fake.issue_code(query["redirect_uri"], query.get("code_challenge"))
+    return Started(query["state"], nonce, query.get("code_challenge", ""), code)
+
+
+def callback_event(started: Started, *, cookie: str | None = None) -> dict[str, Any]:
+    event = load_event("callback.json")
+    event["queryStringParameters"] = {"code": started.code, "state": started.state}
+    event["rawQueryString"] = f"code={started.code}&state={started.state}"
+    event["cookies"] = [f"capsule_oauth_binding={cookie if cookie is not None else started.nonce}"]
+    return event
+
+
+def connection_items(stack: Stack) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = boto3.client("dynamodb").scan(TableName=stack.connections_table)[
+        "Items"
+    ]
+    return items
+
+
+def state_count(stack: Stack) -> int:
+    return int(boto3.client("dynamodb").scan(TableName=stack.state_table)["Count"])
+
+
+def connect(invoke: Invoke, fake: FakeCapsule) -> dict[str, Any]:
+    started = start(invoke, fake)
+    response: dict[str, Any] = invoke("CallbackFunction", callback_event(started))
+    return response
+
+
+# --- the happy path -------------------------------------------------------------------
+
+
+def test_callback_connects_and_says_where_and_as_whom(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    response = connect(invoke, fake_capsule)
+
+    assert response["statusCode"] == 200
+    assert "Connected to Example Co. as Scott Spacey" in response["body"]
+    assert response["headers"]["Content-Type"] == "text/html; charset=utf-8"
+
+
+def test_token_request_sends_exactly_the_authorization_code_fields(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    started = start(invoke, fake_capsule)
+    verifier = boto3.client("dynamodb").scan(TableName=stack.state_table)["Items"][0][
+        "code_verifier"
+    ]["S"]
+
+    invoke("CallbackFunction", callback_event(started))
+
+    (sent,) = fake_capsule.token_requests
+    assert sent == {
+        "grant_type": "authorization_code",
+        "code": started.code,
+        "redirect_uri": CALLBACK,
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "code_verifier": verifier,
+    }
+
+
+def test_saved_connection_holds_identity_expiry_and_status(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    with time_machine.travel(1_900_000_000, tick=False):
+        connect(invoke, fake_capsule)
+
+    (item,) = connection_items(stack)
+    assert item["connection_id"]["S"] == "exampleco:1"
+    assert item["status"]["S"] == "active"
+    assert item["subdomain"]["S"] == "exampleco"
+    assert item["site_name"]["S"] == "Example Co."
+    assert item["user_id"]["S"] == "1"
+    assert item["user_name"]["S"] == "Scott Spacey"
+    assert item["scope"]["S"] == "read write"
+    assert item["expires_at"]["N"] == str(1_900_000_000 + 604799)
+    assert item["refresh_due_at"]["N"] == str(1_900_000_000 + 604799 - 86400)
+    assert item["refresh_queue"]["S"] == "active"
+    assert item["version"]["N"] == "1"
+
+
+def test_stored_tokens_are_encrypted_and_bound_to_the_connection_id(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    connect(invoke, fake_capsule)
+
+    (item,) = connection_items(stack)
+    blob = item["tokens"]["B"]
+    access_token, refresh_token = (
+        json.loads(fake_capsule.mock.calls[0].response.text)[k]  # type: ignore[union-attr]
+        for k in ("access_token", "refresh_token")
+    )
+    assert access_token.encode() not in blob
+    assert refresh_token.encode() not in blob
+    opened = crypto.unseal(stack.token_key_id, "exampleco:1", blob)
+    assert (opened.access_token, opened.refresh_token) == (access_token, refresh_token)
+    with pytest.raises(crypto.TokenDecryptionError):
+        crypto.unseal(stack.token_key_id, "exampleco:2", blob)
+
+
+def test_reconnecting_updates_the_same_connection(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    connect(invoke, fake_capsule)
+
+    response = connect(invoke, fake_capsule)
+
+    (item,) = connection_items(stack)
+    assert item["version"]["N"] == "2"
+    assert "connected again" in response["body"]
+    latest = fake_capsule.mock.calls[-3].response  # the second token exchange
+    opened = crypto.unseal(stack.token_key_id, "exampleco:1", item["tokens"]["B"])
+    assert opened.access_token == json.loads(latest.text)["access_token"]  # type: ignore[union-attr]
+
+
+def test_success_clears_the_binding_cookie_and_consumes_the_state(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    response = connect(invoke, fake_capsule)
+
+    assert response["cookies"] == [
+        "capsule_oauth_binding=; Max-Age=0; Path=/auth/callback; HttpOnly; Secure; SameSite=Lax"
+    ]
+    assert state_count(stack) == 0
+
+
+def test_return_to_is_offered_after_connecting(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    started = start(invoke, fake_capsule, "start-return-to.json")
+
+    response = invoke("CallbackFunction", callback_event(started))
+
+    assert 'href="/settings/integrations"' in response["body"]
+
+
+def test_without_pkce_no_verifier_is_sent(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PKCE_ENABLED", "false")
+
+    response = connect(invoke, fake_capsule)
+
+    assert response["statusCode"] == 200
+    assert "code_verifier" not in fake_capsule.token_requests[0]
+
+
+# --- the person said no, or the link is bad ------------------------------------------
+
+
+def test_denied_access_shows_a_friendly_page_and_exchanges_nothing(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    response = invoke("CallbackFunction", load_event("callback-denied.json"))
+
+    assert response["statusCode"] == 403
+    assert "You chose not to allow access" in response["body"]
+    assert 'href="start"' in response["body"]
+    assert fake_capsule.token_requests == []
+    assert connection_items(stack) == []
+
+
+def test_capsule_error_description_is_escaped(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    event = load_event("callback-denied.json")
+    event["queryStringParameters"] = {
+        "error": "server_error",
+        "error_description": "<script>alert(1)</script>",
+    }
+
+    response = invoke("CallbackFunction", event)
+
+    assert response["statusCode"] == 400
+    assert "<script>" not in response["body"]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in response["body"]
+
+
+def test_missing_state_is_refused_without_a_token_request(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    response = invoke("CallbackFunction", load_event("callback-missing-state.json"))
+
+    assert response["statusCode"] == 400
+    assert fake_capsule.token_requests == []
+
+
+def test_example_callback_event_with_unknown_state_is_refused(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    response = invoke("CallbackFunction", load_event("callback.json"))
+
+    assert response["statusCode"] == 400
+    assert "unknown or was already used" in response["body"]
+    assert fake_capsule.token_requests == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"state": "short"},
+        {"state": "x" * 43 + "!"},
+        {"state": "x" * 200},
+    ],
+)
+def test_malformed_state_is_refused(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule, query: dict[str, str]
+) -> None:
+    started = start(invoke, fake_capsule)
+    event = callback_event(started)
+    event["queryStringParameters"].update(query)
+
+    response = invoke("CallbackFunction", event)
+
+    assert response["statusCode"] == 400
+    assert fake_capsule.token_requests == []
+    assert state_count(stack) == 1
+
+
+def test_missing_code_is_refused_and_keeps_the_state(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    started = start(invoke, fake_capsule)
+    event = callback_event(started)
+    del event["queryStringParameters"]["code"]
+
+    response = invoke("CallbackFunction", event)
+
+    assert response["statusCode"] == 400
+    assert fake_capsule.token_requests == []
+    assert state_count(stack) == 1
+
+
+def test_a_used_state_cannot_be_replayed(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    started = start(invoke, fake_capsule)
+    invoke("CallbackFunction", callback_event(started))
+
+    replay = invoke("CallbackFunction", callback_event(started))
+
+    assert replay["statusCode"] == 400
+    assert len(fake_capsule.token_requests) == 1
+    assert connection_items(stack)[0]["version"]["N"] == "1"
+
+
+def test_an_expired_state_is_refused_even_before_dynamodb_ttl_deletes_it(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    with time_machine.travel(1_900_000_000, tick=False):
+        started = start(invoke, fake_capsule)
+    with time_machine.travel(1_900_000_000 + 601, tick=False):
+        response = invoke("CallbackFunction", callback_event(started))
+
+    assert response["statusCode"] == 400
+    assert "expired" in response["body"]
+    assert fake_capsule.token_requests == []
+    assert connection_items(stack) == []
+
+
+def test_a_state_just_inside_its_lifetime_still_works(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    with time_machine.travel(1_900_000_000, tick=False):
+        started = start(invoke, fake_capsule)
+    with time_machine.travel(1_900_000_000 + 599, tick=False):
+        response = invoke("CallbackFunction", callback_event(started))
+
+    assert response["statusCode"] == 200
+
+
+@pytest.mark.parametrize("cookie", ["N" * 43, ""])
+def test_a_callback_in_another_browser_is_refused_and_changes_nothing(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule, cookie: str
+) -> None:
+    started = start(invoke, fake_capsule)
+
+    response = invoke("CallbackFunction", callback_event(started, cookie=cookie))
+
+    assert response["statusCode"] == 400
+    assert "another browser" in response["body"]
+    assert fake_capsule.token_requests == []
+    assert state_count(stack) == 1  # the real browser can still finish
+    assert "cookies" not in response
+
+
+# --- Capsule fails --------------------------------------------------------------------
+
+
+def _json(
+    status: int, body: Any, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], str]:
+    return status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(body)
+
+
+CAPSULE_FAILURES = {
+    "timeout": (requests.ReadTimeout("read timed out"), 504),
+    "connection error": (requests.ConnectionError("refused"), 502),
+    "5xx": (_json(503, {"message": "maintenance"}), 502),
+    "429": (_json(429, {"error": "rate limit reached"}, {"X-RateLimit-Reset": "1900000300"}), 503),
+    "not json": ((200, {"Content-Type": "application/json"}, "<html>oops"), 502),
+    "incomplete json": (_json(200, {"token_type": "bearer", "expires_in": 10}), 502),
+    "no refresh token": (_json(200, {"access_token": "a" * 20, "expires_in": 10}), 502),
+    "invalid_grant": (_json(400, {"error": "invalid_grant"}), 400),
+    "invalid_client": (_json(401, {"error": "invalid_client"}), 502),
+    "error in message": (_json(400, {"message": "invalid_grant: code expired"}), 400),
+    "4xx not json": ((400, {"Content-Type": "text/html"}, "<h1>Bad</h1>"), 502),
+}
+
+
+@pytest.mark.parametrize("failure", list(CAPSULE_FAILURES))
+def test_token_endpoint_failures_give_a_clear_page_and_save_nothing(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule, failure: str
+) -> None:
+    reply, status = CAPSULE_FAILURES[failure]
+    fake_capsule.token_faults.append(reply)
+
+    with time_machine.travel(1_900_000_000, tick=False):
+        response = connect(invoke, fake_capsule)
+
+    assert response["statusCode"] == status
+    assert 'href="start"' in response["body"]
+    assert response["headers"]["Cache-Control"] == "no-store"
+    assert connection_items(stack) == []
+    assert len(fake_capsule.token_requests) == 1  # never retried blindly
+
+
+def test_rate_limited_page_says_when_to_come_back(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    fake_capsule.token_faults.append(CAPSULE_FAILURES["429"][0])
+
+    with time_machine.travel(1_900_000_000, tick=False):
+        response = connect(invoke, fake_capsule)
+
+    assert response["headers"]["Retry-After"] == "300"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [_json(500, {"message": "boom"}), _json(200, {"nope": 1}), _json(401, {"message": "no"})],
+    ids=["5xx", "no user object", "401"],
+)
+def test_identity_lookup_failure_saves_nothing(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule, reply: Any
+) -> None:
+    fake_capsule.api_faults.append(reply)
+
+    response = connect(invoke, fake_capsule)
+
+    assert response["statusCode"] == 502
+    assert connection_items(stack) == []
+
+
+def test_rotated_client_secret_is_read_again_once_on_invalid_client(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    started = start(invoke, fake_capsule)  # caches the old secret
+    fake_capsule.client_secret = "rotated-secret"
+    boto3.client("secretsmanager").put_secret_value(
+        SecretId=stack.secret_id,
+        SecretString=json.dumps({"client_id": CLIENT_ID, "client_secret": "rotated-secret"}),
+    )
+
+    response = invoke("CallbackFunction", callback_event(started))
+
+    assert response["statusCode"] == 200
+    assert [r["client_secret"] for r in fake_capsule.token_requests] == [
+        CLIENT_SECRET,
+        "rotated-secret",
+    ]
+
+
+def test_invalid_client_with_an_unchanged_secret_is_not_sent_twice(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    fake_capsule.client_secret = "something-else"
+
+    response = connect(invoke, fake_capsule)
+
+    assert response["statusCode"] == 502
+    assert len(fake_capsule.token_requests) == 1
+
+
+def test_dynamodb_failure_while_saving_gives_a_page_not_a_crash(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    started = start(invoke, fake_capsule)
+    boto3.client("dynamodb").delete_table(TableName=stack.connections_table)
+
+    response = invoke("CallbackFunction", callback_event(started))
+
+    assert response["statusCode"] == 500
+    assert "nothing was saved" in response["body"]
+
+
+# --- races ----------------------------------------------------------------------------
+
+
+def test_two_simultaneous_callbacks_with_one_state_make_one_token_request(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule, atomic_moto: None
+) -> None:
+    started = start(invoke, fake_capsule)
+    barrier = threading.Barrier(2)
+    statuses: list[int] = []
+
+    def race() -> None:
+        barrier.wait()
+        statuses.append(invoke("CallbackFunction", callback_event(started))["statusCode"])
+
+    threads = [threading.Thread(target=race) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(statuses) == [200, 400]
+    assert len(fake_capsule.token_requests) == 1
