@@ -15,7 +15,7 @@ import time_machine
 
 from capsule_oauth import crypto
 from local.stack import Stack
-from tests.capsule_fake import CLIENT_ID, CLIENT_SECRET, FakeCapsule
+from tests.capsule_fake import CLIENT_ID, CLIENT_SECRET, FakeCapsule, Reply
 from tests.conftest import Invoke, load_event
 
 CALLBACK = "https://abc123.execute-api.us-east-1.amazonaws.com/auth/callback"
@@ -331,7 +331,7 @@ def _json(
     return status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(body)
 
 
-CAPSULE_FAILURES = {
+CAPSULE_FAILURES: dict[str, tuple[Reply, int]] = {
     "timeout": (requests.ReadTimeout("read timed out"), 504),
     "connection error": (requests.ConnectionError("refused"), 502),
     "5xx": (_json(503, {"message": "maintenance"}), 502),
