@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -58,6 +58,8 @@ class FakeCapsule:
     token_requests: list[dict[str, str]] = field(default_factory=list)
     api_requests: list[tuple[str, str]] = field(default_factory=list)
     token_faults: list[Reply] = field(default_factory=list)
+    # Runs on each token request before it is answered (e.g. to play another worker).
+    before_token: Callable[[dict[str, str]], None] | None = None
     api_faults: list[Reply] = field(default_factory=list)
     codes: dict[str, dict[str, str | None]] = field(default_factory=dict)
     refresh_tokens: dict[str, Grant] = field(default_factory=dict)
@@ -104,6 +106,8 @@ class FakeCapsule:
     def _token(self, request: PreparedRequest) -> Reply:
         body = request.body or ""
         form = dict(parse_qsl(body if isinstance(body, str) else body.decode()))
+        if self.before_token is not None:
+            self.before_token(form)
         with self._lock:
             self.token_requests.append(form)
             if self.token_faults:
