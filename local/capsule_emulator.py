@@ -80,8 +80,8 @@ __all__ = [
 ]
 
 DEFAULT_CLIENT_ID: Final = "emulator-client-id"
-DEFAULT_CLIENT_SECRET: Final = "emulator-client-secret"  # noqa: S105 - a well-known test value
-DEFAULT_PASSWORD: Final = "capsule"  # noqa: S105 - a well-known test value
+DEFAULT_CLIENT_SECRET: Final = "emulator-client-secret"
+DEFAULT_PASSWORD: Final = "capsule"
 DEFAULT_ACCESS_TOKEN_LIFETIME: Final = 604799
 DEFAULT_CODE_LIFETIME: Final = 60
 DEFAULT_RATE_LIMIT: Final = 4000
@@ -98,7 +98,7 @@ AUTHORISE_PATH: Final = "/oauth/authorise"
 ACCOUNT_PATH: Final = "/oauth/authorise/account"
 LOGIN_PATH: Final = "/oauth/authorise/login"
 DECISION_PATH: Final = "/oauth/authorise/decision"
-TOKEN_PATH: Final = "/oauth/token"  # noqa: S105 - a path, not a password
+TOKEN_PATH: Final = "/oauth/token"
 REVOKE_PATHS: Final = ("/oauth/revoke", "/oauth/token/revoke")
 DISCOVERY_PATH: Final = "/.well-known/oauth-authorization-server"
 API_PREFIX: Final = "/api/v2"

@@ -61,6 +61,7 @@ class FunctionSpec:
     memory_mb: int
     environment: dict[str, Any]
     events: dict[str, Any]
+    layer_dirs: tuple[Path, ...] = ()
 
     @property
     def handler_path(self) -> Path:
@@ -119,6 +120,11 @@ class Template:
             memory_mb=int(properties.get("MemorySize", defaults.get("MemorySize", 128))),
             environment=environment,
             events=properties.get("Events", {}),
+            layer_dirs=tuple(
+                self.root / self.resources[layer["Ref"]]["Properties"]["ContentUri"]
+                for layer in properties.get("Layers", defaults.get("Layers", []))
+                if isinstance(layer, dict) and "Ref" in layer
+            ),
         )
 
     def functions(self) -> list[FunctionSpec]:
@@ -279,11 +285,19 @@ def create_stack(
     return stack
 
 
+def mount_layers(spec: FunctionSpec) -> None:
+    """Put the function's layers on sys.path, as Lambda mounts them on /opt/python."""
+    for layer_dir in spec.layer_dirs:
+        if str(layer_dir) not in sys.path and str(layer_dir.resolve()) not in sys.path:
+            sys.path.append(str(layer_dir))
+
+
 def load_handler(spec: FunctionSpec) -> Handler:
     """Import the function's handler module from its file, as Lambda does, under its own name.
 
     Every function's module is called ``app``; each gets a distinct name in sys.modules.
     """
+    mount_layers(spec)
     name = f"_handler_{spec.logical_id}"
     module = sys.modules.get(name)
     if module is None:

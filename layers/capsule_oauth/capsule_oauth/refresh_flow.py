@@ -51,6 +51,11 @@ def scheduled_due(connection: Connection, now: int) -> bool:
     return connection.refresh_due_at is not None and connection.refresh_due_at <= now
 
 
+def forced(_connection: Connection, _now: int) -> bool:
+    """Refresh whatever the expiry (an operator's "refresh now")."""
+    return True
+
+
 def refresh_connection(
     settings: Settings,
     connection_id: str,

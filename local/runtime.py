@@ -1,0 +1,282 @@
+"""The whole stack on one machine: moto server, the Capsule emulator, the gateway, the schedule.
+
+Resources come from template.yaml (local/stack.py); handlers run in this process with their
+template environment, against moto over HTTP. Real Capsule instead of the emulator: set
+CAPSULE_BASE_URL, CAPSULE_CLIENT_ID and CAPSULE_CLIENT_SECRET.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from local.capsule_emulator import CapsuleEmulator
+from local.gateway import Gateway, LocalControl
+from local.stack import (
+    REGION,
+    ROOT,
+    LambdaContext,
+    Stack,
+    Template,
+    create_stack,
+    load_handler,
+    mount_layers,
+)
+from local.stack import schedule_seconds as parse_schedule
+
+STATE_FILE = ROOT / ".local" / "stack.json"
+EMULATOR_CLIENT_ID = "local-client-id"
+EMULATOR_CLIENT_SECRET = "local-client-secret"
+
+_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex((host, port)) == 0
+
+
+@dataclass
+class Ports:
+    gateway: int = 3000
+    aws: int = 5055
+    capsule: int = 8901
+
+    @classmethod
+    def any_free(cls) -> Ports:
+        return cls(free_port(), free_port(), free_port())
+
+
+class PortBusy(RuntimeError):
+    pass
+
+
+@dataclass
+class LocalStack(LocalControl):
+    """Start with ``start()``; ``url`` is what a person opens; ``stop()`` ends everything."""
+
+    ports: Ports = field(default_factory=Ports)
+    host: str = "127.0.0.1"
+    public_host: str = "localhost"
+    access_token_lifetime: int = 604799
+    schedule: bool = True
+    write_state_file: bool = True
+    quiet: bool = False  # no JSON log lines or metrics on stdout (for the demo's narrative)
+    template: Template = field(default_factory=Template.load)
+    emulator: CapsuleEmulator | None = None
+    stack: Stack | None = None
+    _moto: Any = None
+    _gateway: Gateway | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _invoke_lock: threading.Lock = field(default_factory=threading.Lock)
+    _schedule_seconds: int = 1800
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.public_host}:{self.ports.gateway}"
+
+    @property
+    def aws_endpoint(self) -> str:
+        return f"http://{self.host}:{self.ports.aws}"
+
+    @property
+    def capsule_base_url(self) -> str:
+        if self.emulator is not None:
+            return self.emulator.url
+        return os.environ["CAPSULE_BASE_URL"].rstrip("/")
+
+    def start(self) -> LocalStack:
+        for name, port in vars(self.ports).items():
+            if port and port_in_use(self.host, port):
+                raise PortBusy(
+                    f"port {port} ({name}) is in use: stop what uses it, or pick other ports"
+                    " (make local LOCAL_ARGS='--port 3001')"
+                )
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no request log: URLs carry codes
+        for spec in self.template.functions():
+            mount_layers(spec)
+        self._moto = ThreadedMotoServer(ip_address=self.host, port=self.ports.aws, verbose=False)
+        self._moto.start()
+        os.environ.update(_AWS_ENV)
+        os.environ["AWS_ENDPOINT_URL"] = self.aws_endpoint
+
+        real_capsule = all(
+            os.environ.get(name)
+            for name in ("CAPSULE_BASE_URL", "CAPSULE_CLIENT_ID", "CAPSULE_CLIENT_SECRET")
+        )
+        if real_capsule:
+            credentials = {
+                "client_id": os.environ["CAPSULE_CLIENT_ID"],
+                "client_secret": os.environ["CAPSULE_CLIENT_SECRET"],
+            }
+        else:
+            self.emulator = CapsuleEmulator(
+                client_id=EMULATOR_CLIENT_ID,
+                client_secret=EMULATOR_CLIENT_SECRET,
+                host=self.host,
+                port=self.ports.capsule,
+                access_token_lifetime=self.access_token_lifetime,
+            ).start()
+            credentials = {"client_id": EMULATOR_CLIENT_ID, "client_secret": EMULATOR_CLIENT_SECRET}
+
+        session = boto3.Session(region_name=REGION)
+        self.stack = create_stack(
+            self.template,
+            client_credentials=credentials,
+            parameters={"CapsuleBaseUrl": self.capsule_base_url},
+            prefix="local",
+            session=session,
+        )
+        # Every function gets its template environment; the Globals make them identical here.
+        for spec in self.template.functions():
+            os.environ.update(self.stack.environment(spec.logical_id))
+        os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+        if self.quiet:
+            os.environ.update(POWERTOOLS_LOG_LEVEL="ERROR", POWERTOOLS_METRICS_DISABLED="true")
+
+        self._gateway = Gateway(
+            self.template.routes(), self.invoke, self, host=self.host, port=self.ports.gateway
+        ).start()
+        self.ports.gateway = self._gateway.port
+        schedules = self.template.schedules()
+        if "RefreshFunction" in schedules:
+            self._schedule_seconds = parse_schedule(schedules["RefreshFunction"])
+        if self.schedule:
+            threading.Thread(target=self._scheduler, name="schedule", daemon=True).start()
+        if self.write_state_file:
+            STATE_FILE.parent.mkdir(exist_ok=True)
+            STATE_FILE.write_text(json.dumps(self.describe(), indent=2), encoding="utf-8")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._gateway is not None:
+            self._gateway.stop()
+        if self.emulator is not None:
+            self.emulator.stop()
+        if self._moto is not None:
+            with contextlib.suppress(Exception):
+                self._moto.stop()
+        if self.write_state_file:
+            STATE_FILE.unlink(missing_ok=True)
+
+    def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
+        spec = self.template.function(logical_id)
+        handler = load_handler(spec)
+        return handler(event, LambdaContext.for_function(spec))
+
+    def _scheduler(self) -> None:
+        while not self._stop.wait(self._schedule_seconds):
+            with contextlib.suppress(Exception):
+                self.refresh_now(None)
+
+    # --- LocalControl: the landing page and /_local/* -----------------------------------
+
+    @property
+    def created(self) -> Stack:
+        if self.stack is None:
+            raise RuntimeError("the local stack is not started")
+        return self.stack
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "aws_endpoint": self.aws_endpoint,
+            "capsule_base_url": self.capsule_base_url,
+            "emulator": self.emulator is not None,
+            "schedule_seconds": self._schedule_seconds,
+            "physical": self.created.physical,
+        }
+
+    def connections(self) -> list[dict[str, Any]]:
+        from capsule_oauth.connections import Connection
+
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        items = [
+            Connection.from_item(item)
+            for page in dynamodb.get_paginator("scan").paginate(
+                TableName=self.created.connections_table
+            )
+            for item in page["Items"]
+        ]
+        return [
+            {
+                "connection_id": c.connection_id,
+                "site_name": c.site_name,
+                "user_name": c.user_name,
+                "status": c.status,
+                "expires_at": c.expires_at,
+                "refresh_due_at": c.refresh_due_at,
+                "last_refreshed_at": c.last_refreshed_at,
+                "failure_count": c.failure_count,
+                "last_error": c.last_error,
+                "version": c.version,
+            }
+            for c in sorted(items, key=lambda c: c.connection_id)
+        ]
+
+    def refresh_now(self, connection_id: str | None) -> dict[str, Any]:
+        """Run the scheduled refresh (RefreshFunction), or force one connection's refresh."""
+        if connection_id is None:
+            event = json.loads((ROOT / "events" / "scheduled.json").read_text(encoding="utf-8"))
+            with self._invoke_lock:
+                result: dict[str, Any] = self.invoke("RefreshFunction", event)
+            return result
+        from capsule_oauth import config, refresh_flow
+
+        outcome = refresh_flow.refresh_connection(
+            config.settings(),
+            connection_id,
+            owner=f"local:{uuid.uuid4().hex}",
+            needs_refresh=refresh_flow.forced,
+        )
+        return {"connection_id": connection_id, "outcome": outcome.outcome.value}
+
+    def call_capsule(self, connection_id: str, path: str) -> dict[str, Any]:
+        from capsule_oauth import CapsuleClient
+
+        client = CapsuleClient(connection_id)
+        body = client.get(path)
+        limits = client.rate_limit
+        return {
+            "body": body,
+            "rate_limit_remaining": limits.remaining if limits else None,
+        }
+
+
+def read_state_file(path: Path = STATE_FILE) -> dict[str, Any] | None:
+    """What a running ``make local`` wrote about itself, if one is running."""
+    if not path.exists():
+        return None
+    described: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return described
