@@ -26,6 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--json", action="store_true", help="print the stack's addresses as one JSON line"
     )
+    parser.add_argument(
+        "--no-state-file",
+        action="store_true",
+        help="do not write .local/stack.json (which make invoke reads to find this stack)",
+    )
     args = parser.parse_args(argv)
 
     ports = Ports(args.port, args.aws_port, args.capsule_port)
@@ -34,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         ports = Ports(
             ports.gateway or free.gateway, ports.aws or free.aws, ports.capsule or free.capsule
         )
-    stack = LocalStack(ports=ports, access_token_lifetime=args.expires_in)
+    stack = LocalStack(
+        ports=ports,
+        access_token_lifetime=args.expires_in,
+        write_state_file=not args.no_state_file,
+    )
     try:
         stack.start()
     except PortBusy as error:

@@ -13,8 +13,12 @@ os.environ.update(
 )
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +30,7 @@ from moto import mock_aws
 
 from capsule_oauth import aws, capsule, config, tokens
 from capsule_oauth.observability import metrics
-from local.stack import LambdaContext, Stack, Template, create_stack, load_handler
+from local.stack import ROOT, LambdaContext, Stack, Template, create_stack, load_handler
 from tests.capsule_fake import CLIENT_ID, CLIENT_SECRET, FakeCapsule
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
@@ -136,3 +140,51 @@ def atomic_moto() -> Iterator[None]:
     finally:
         for name, original in originals.items():
             setattr(DynamoDBBackend, name, original)
+
+
+@dataclass
+class RunningStack:
+    """``python -m local`` in its own process, as a developer runs it, and what it printed."""
+
+    url: str
+    capsule_url: str
+    output: list[str]
+
+    def printed(self) -> str:
+        return "\n".join(self.output)
+
+
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[RunningStack]:
+    command = [sys.executable, "-m", "local", "--json", "--no-state-file"]
+    command += ["--port", "0", "--aws-port", "0", "--capsule-port", "0"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CAPSULE_"))}
+    env["PYTHONUNBUFFERED"] = "1"  # log lines arrive as they are written
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    if not first.startswith("{"):
+        process.kill()
+        pytest.fail(f"the local stack did not start: {first}{process.stdout.read()}")
+    described = json.loads(first)
+    output: list[str] = []
+    drain = threading.Thread(
+        target=lambda: output.extend(iter(process.stdout.readline, "")),  # type: ignore[union-attr]
+        daemon=True,
+    )
+    drain.start()
+    yield RunningStack(described["url"], described["capsule_base_url"], output)
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    drain.join(timeout=5)
