@@ -56,7 +56,7 @@ test-unit: $(STAMP) ## the fast tests only (no local stack, no browser)
 	$(PY) -m pytest tests/unit tests/handlers
 
 local: $(STAMP) ## run the whole stack on this machine (no AWS or Capsule account needed)
-	$(PY) -m local
+	$(PY) -m local $(LOCAL_ARGS)
 
 demo: $(STAMP) ## connect, refresh and call Capsule against the local stack, no browser
 	$(PY) -m local.demo
