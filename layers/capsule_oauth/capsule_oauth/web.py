@@ -31,7 +31,7 @@ def cookie(request: APIGatewayProxyEventV2, name: str) -> str | None:
 
 
 def query(request: APIGatewayProxyEventV2) -> dict[str, str]:
-    """Query parameters, first value of each (HTTP API joins repeats with commas: refuse them)."""
+    """Query parameters (HTTP API joins a repeated one with commas, which no valid value has)."""
     return dict(request.query_string_parameters or {})
 
 

@@ -1,0 +1,36 @@
+"""events/: every event is exercised by a test and matches what template.yaml routes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from local.stack import Template
+from tests.conftest import EVENTS, load_event
+
+TESTS = Path(__file__).resolve().parent.parent
+
+
+def _test_sources() -> str:
+    return "\n".join(
+        path.read_text(encoding="utf-8")
+        for path in TESTS.rglob("test_*.py")
+        if path.resolve() != Path(__file__).resolve()
+    )
+
+
+@pytest.mark.parametrize("event", sorted(p.name for p in EVENTS.glob("*.json")))
+def test_every_event_is_used_by_a_test(event: str) -> None:
+    assert f'"{event}"' in _test_sources()
+
+
+@pytest.mark.parametrize("event", sorted(p.name for p in EVENTS.glob("*.json")))
+def test_every_http_event_names_a_route_of_the_template(template: Template, event: str) -> None:
+    body = load_event(event)
+    if body.get("version") != "2.0":
+        assert body["detail-type"] == "Scheduled Event"
+        return
+    routes = {f"{route.method} {route.path}" for route in template.routes()}
+    assert body["routeKey"] in routes
+    assert body["rawPath"] == body["routeKey"].split(" ", 1)[1]
