@@ -198,3 +198,18 @@ def test_a_missing_setting_gives_503_not_a_crash(
     response = invoke("StartFunction", load_event("start.json"))
 
     assert response["statusCode"] == 503
+
+
+def test_a_missing_secret_gives_503_and_says_what_to_do(
+    stack: Stack, invoke: Invoke, capsys: pytest.CaptureFixture[str]
+) -> None:
+    boto3.client("secretsmanager").delete_secret(
+        SecretId=stack.secret_id, ForceDeleteWithoutRecovery=True
+    )
+
+    response = invoke("StartFunction", load_event("start.json"))
+
+    assert response["statusCode"] == 503
+    logged = capsys.readouterr().out
+    assert "cannot read the secret (ResourceNotFoundException); put JSON" in logged
+    assert state_items(stack) == []

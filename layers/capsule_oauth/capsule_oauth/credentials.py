@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
 from capsule_oauth.config import ConfigError, Settings
 
@@ -26,13 +27,18 @@ class ClientCredentials:
 
 def get_client_credentials(settings: Settings, *, force_fetch: bool = False) -> ClientCredentials:
     secret_id = settings.client_credentials_secret_id
-    raw = parameters.get_secret(
-        secret_id, max_age=settings.credentials_max_age_seconds, force_fetch=force_fetch
-    )
     how_to_fix = (
         f'put JSON {{"client_id": ..., "client_secret": ...}} into secret {secret_id} '
         "(README: Deploy)"
     )
+    try:
+        raw = parameters.get_secret(
+            secret_id, max_age=settings.credentials_max_age_seconds, force_fetch=force_fetch
+        )
+    except GetParameterError as error:
+        # No value yet, no such secret, or no permission: the cause's class says which.
+        cause = type(error.__cause__).__name__ if error.__cause__ else "unknown cause"
+        raise CredentialsNotConfigured(f"cannot read the secret ({cause}); {how_to_fix}") from None
     try:
         value = json.loads(raw if isinstance(raw, str) else bytes(raw).decode())
     except ValueError:

@@ -1,0 +1,303 @@
+"""A person in real headless Chromium: connect Capsule through the local stack's pages.
+
+Drives Debian's Chromium (``apt-get install chromium``) with Playwright, never a browser
+that Playwright downloads. Screenshots of every page land in ``tests/artifacts/browser``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Locator,
+    Page,
+    Request,
+    Response,
+    sync_playwright,
+)
+
+from tests.conftest import RunningStack
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "browser"
+BINDING_COOKIE = "capsule_oauth_binding"
+TIMEOUT_MS = 15_000
+# No network on CI and root in a container: no sandbox, no QUIC, nothing phoning home.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+WHEN = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} UTC \(")
+
+Shoot = Callable[[Page, str], Path]
+
+
+def chromium_path() -> str | None:
+    found = shutil.which("chromium")
+    if found:
+        return found
+    fallback = Path("/usr/bin/chromium")
+    return str(fallback) if fallback.exists() else None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("Chromium not found: apt-get install chromium")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    """A fresh profile per test: no cookie from one test reaches another."""
+    fresh = browser.new_context(viewport={"width": 1100, "height": 800}, locale="en-GB")
+    fresh.set_default_timeout(TIMEOUT_MS)
+    fresh.set_default_navigation_timeout(TIMEOUT_MS)
+    try:
+        yield fresh
+    finally:
+        fresh.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    return context.new_page()
+
+
+@pytest.fixture
+def shoot(request: pytest.FixtureRequest) -> Shoot:
+    """Save a full-page screenshot as tests/artifacts/browser/<test>-<step>.png."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name).strip("-")
+
+    def save(page: Page, step: str) -> Path:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{name}-{step}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return save
+
+
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def heading(page: Page) -> str:
+    return page.locator("h1").inner_text().strip()
+
+
+def connections(stack: RunningStack) -> dict[str, dict[str, Any]]:
+    listed: list[dict[str, Any]] = requests.get(
+        f"{stack.url}/_local/connections", timeout=10
+    ).json()
+    return {c["connection_id"]: c for c in listed}
+
+
+def binding_cookies(context: BrowserContext) -> list[Any]:
+    return [c for c in context.cookies() if c.get("name") == BINDING_COOKIE]
+
+
+def connection_row(page: Page, connection_id: str) -> Locator:
+    return page.locator("tbody tr").filter(has_text=connection_id)
+
+
+def sign_in_at_capsule(
+    page: Page,
+    stack: RunningStack,
+    shoot: Shoot,
+    *,
+    subdomain: str,
+    username: str,
+    site_name: str,
+    pick_from_list: bool,
+) -> None:
+    """From the landing page to Capsule's consent page, as a person clicks through it."""
+    page.goto(stack.url)
+    assert heading(page) == "Capsule CRM connector — local stack"
+    shoot(page, "1-landing")
+
+    page.get_by_role("link", name="Connect Capsule CRM").click()
+    page.wait_for_url(f"{stack.capsule_url}/oauth/authorise?*")
+    assert heading(page) == "Choose your Capsule account"
+    shoot(page, "2-account-picker")
+
+    if pick_from_list:
+        page.locator(f"#account-{subdomain}").click()
+    else:
+        page.locator("#subdomain").fill(subdomain)
+        page.locator("#continue").click()
+    page.locator("#username").wait_for()
+    assert heading(page) == f"Log in to {site_name}"
+    page.locator("#username").fill(username)
+    page.locator("#password").fill("capsule")
+    shoot(page, "3-login")
+
+    page.locator("#login").click()
+    page.locator("#allow").wait_for()
+    assert site_name in heading(page)
+    shoot(page, "4-consent")
+
+
+def test_a_person_connects_capsule_and_refreshes_it(
+    page: Page, context: BrowserContext, local_stack: RunningStack, shoot: Shoot
+) -> None:
+    sign_in_at_capsule(
+        page,
+        local_stack,
+        shoot,
+        subdomain="exampleco",
+        username="scott",
+        site_name="Example Co.",
+        pick_from_list=True,
+    )
+    # Start set the binding cookie over plain http://localhost, Secure as it is: Chromium
+    # treats localhost as a secure context and keeps it, scoped to the callback.
+    (cookie,) = binding_cookies(context)
+    assert cookie.get("secure") is True
+    assert cookie.get("httpOnly") is True
+    assert cookie.get("sameSite") == "Lax"
+    assert cookie.get("path") == "/auth/callback"
+
+    page.locator("#allow").click()
+    page.wait_for_url(f"{local_stack.url}/auth/callback?*")
+    # Only the browser's cookie proves this browser started the sign-in: success is the
+    # round trip working, cross-site redirect from Capsule included.
+    assert heading(page) == "Connected to Example Co. as Scott Spacey"
+    assert "code=" not in page.content()
+    shoot(page, "5-success")
+    assert binding_cookies(context) == [], "the callback should clear the binding cookie"
+
+    before = connections(local_stack)["exampleco:1"]
+    page.goto(local_stack.url)
+    row = connection_row(page, "exampleco:1")
+    assert row.count() == 1
+    assert row.get_by_test_id("status").inner_text() == "active"
+    assert WHEN.match(row.get_by_test_id("expires").inner_text())
+    assert "Scott Spacey" in row.inner_text()
+    shoot(page, "6-landing-connected")
+
+    row.get_by_role("button", name="Refresh now").click()
+    page.wait_for_url(f"{local_stack.url}/?refreshed=1")
+    assert page.get_by_text("Refreshed.", exact=True).is_visible()
+    row = connection_row(page, "exampleco:1")
+    last_refresh = row.get_by_test_id("last-refresh").inner_text()
+    assert last_refresh != "never"
+    assert WHEN.match(last_refresh)
+    assert row.get_by_test_id("status").inner_text() == "active"
+    shoot(page, "7-after-refresh")
+    after = connections(local_stack)["exampleco:1"]
+    assert after["version"] == before["version"] + 1
+
+
+def test_a_person_who_denies_access_connects_nothing(
+    page: Page, local_stack: RunningStack, shoot: Shoot
+) -> None:
+    sign_in_at_capsule(
+        page,
+        local_stack,
+        shoot,
+        subdomain="acme",
+        username="ada",
+        site_name="Acme Ltd",
+        pick_from_list=False,
+    )
+
+    page.locator("#deny").click()
+    page.wait_for_url(f"{local_stack.url}/auth/callback?*")
+    assert heading(page) == "Access was not allowed"
+    assert page.get_by_text("You chose not to allow access in Capsule").is_visible()
+    again = page.get_by_role("link", name="Connect Capsule again")
+    assert again.is_visible()
+    shoot(page, "5-denied")
+    assert "acme:7" not in connections(local_stack)
+
+    # The way back works: it starts a new sign-in at Capsule.
+    again.click()
+    page.wait_for_url(f"{local_stack.capsule_url}/oauth/authorise?*")
+    assert heading(page) == "Choose your Capsule account"
+
+
+@pytest.mark.parametrize(
+    ("decision", "title", "status"),
+    [
+        ("allow", "Connected to Example Co. as Scott Spacey", 200),
+        ("deny", "Access was not allowed", 403),
+    ],
+    ids=["success-page", "denied-page"],
+)
+def test_the_connector_pages_are_self_contained(
+    page: Page,
+    local_stack: RunningStack,
+    shoot: Shoot,
+    decision: str,
+    title: str,
+    status: int,
+) -> None:
+    sign_in_at_capsule(
+        page,
+        local_stack,
+        shoot,
+        subdomain="exampleco",
+        username="scott",
+        site_name="Example Co.",
+        pick_from_list=True,
+    )
+    requested: list[Request] = []
+    failed: list[Request] = []
+    console: list[ConsoleMessage] = []
+    page.on("request", lambda r: requested.append(r))
+    page.on("requestfailed", lambda r: failed.append(r))
+    page.on("console", lambda m: console.append(m))
+    callback = f"{local_stack.url}/auth/callback"
+
+    with page.expect_response(lambda r: r.url.startswith(callback)) as answered:
+        page.locator(f"#{decision}").click()
+    page.wait_for_load_state("load")
+    response: Response = answered.value
+    assert heading(page) == title
+    shoot(page, f"5-{decision}")
+
+    assert response.status == status
+    # Everything from the callback on (the page and anything it loads) stays on the gateway.
+    loaded = [r.url for r in requested]
+    first = next(i for i, url in enumerate(loaded) if url.startswith(callback))
+    assert {origin(url) for url in loaded[first:]} == {origin(local_stack.url)}, loaded[first:]
+    assert failed == [], [r.url for r in failed]
+    # A blocked style or script would be a CSP violation on the console.
+    assert [m.text for m in console if m.type in {"error", "warning"}] == []
+    colour = page.locator("h1").evaluate("e => getComputedStyle(e).color")
+    assert colour == ("rgb(31, 122, 63)" if status == 200 else "rgb(168, 50, 30)")
+
+    headers = response.all_headers()
+    policy = headers.get("content-security-policy", "")
+    assert "frame-ancestors 'none'" in policy
+    assert "default-src 'none'" in policy
+    assert headers.get("referrer-policy") == "no-referrer"
+    assert headers.get("x-frame-options") == "DENY"
+    assert "no-store" in headers.get("cache-control", "")
