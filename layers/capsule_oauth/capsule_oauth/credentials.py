@@ -37,7 +37,8 @@ def get_client_credentials(settings: Settings, *, force_fetch: bool = False) -> 
         )
     except GetParameterError as error:
         # No value yet, no such secret, or no permission: the cause's class says which.
-        cause = type(error.__cause__).__name__ if error.__cause__ else "unknown cause"
+        origin = error.__cause__ or error.__context__
+        cause = type(origin).__name__ if origin else "unknown cause"
         raise CredentialsNotConfigured(f"cannot read the secret ({cause}); {how_to_fix}") from None
     try:
         value = json.loads(raw if isinstance(raw, str) else bytes(raw).decode())
