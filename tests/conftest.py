@@ -12,7 +12,9 @@ os.environ.update(
     POWERTOOLS_TRACE_DISABLED="true",
 )
 
+import io
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -29,7 +31,7 @@ from aws_lambda_powertools.utilities.parameters import base as parameter_provide
 from moto import mock_aws
 
 from capsule_oauth import aws, capsule, config, tokens
-from capsule_oauth.observability import metrics
+from capsule_oauth.observability import logger, metrics
 from local.stack import ROOT, LambdaContext, Stack, Template, create_stack, load_handler
 from tests.capsule_fake import CLIENT_ID, CLIENT_SECRET, FakeCapsule
 
@@ -188,3 +190,23 @@ def local_stack() -> Iterator[RunningStack]:
         if process.poll() is None:
             process.kill()
     drain.join(timeout=5)
+
+
+@pytest.fixture
+def log_output() -> Iterator[io.StringIO]:
+    """Every line the Powertools logger writes, formatted as Lambda receives it, at DEBUG.
+
+    The logger's handler holds the stdout it found at import, so capsys cannot see it in
+    later tests: point that handler at a buffer instead.
+    """
+    handler = logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    buffer = io.StringIO()
+    previous = handler.setStream(buffer)
+    level = logger.log_level
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield buffer
+    finally:
+        handler.setStream(previous)
+        logger.setLevel(level)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import io
 from typing import Any
 
 import boto3
@@ -10,7 +10,6 @@ import pytest
 import time_machine
 
 from capsule_oauth import CapsuleClient, get_access_token
-from capsule_oauth.observability import logger
 from local.stack import Stack
 from tests.capsule_fake import CLIENT_SECRET, FakeCapsule
 from tests.conftest import Invoke, load_event
@@ -22,38 +21,36 @@ def test_a_full_flow_never_writes_a_token_code_verifier_nonce_or_secret(
     invoke: Invoke,
     fake_capsule: FakeCapsule,
     capsys: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
+    log_output: io.StringIO,
 ) -> None:
-    logger.setLevel(logging.DEBUG)
-    caplog.set_level(logging.DEBUG, logger="capsule-connector")
     pages: list[dict[str, Any]] = []
-    try:
-        with time_machine.travel(1_900_000_000, tick=False):
-            started = start(invoke, fake_capsule)
-            verifier = boto3.client("dynamodb").scan(TableName=stack.state_table)["Items"][0][
-                "code_verifier"
-            ]["S"]
-            pages.append(invoke("CallbackFunction", callback_event(started)))
-            # A failed exchange logs too: make sure its error path is clean as well.
-            failed = start(invoke, fake_capsule)
-            fake_capsule.token_faults.append((400, {}, '{"error": "invalid_grant"}'))
-            pages.append(invoke("CallbackFunction", callback_event(failed)))
-        with time_machine.travel(1_900_000_000 + 604799 - 3600, tick=False):
-            invoke("RefreshFunction", load_event("scheduled.json"))
-            token = get_access_token("exampleco:1")
+    with time_machine.travel(1_900_000_000, tick=False):
+        started = start(invoke, fake_capsule)
+        verifier = boto3.client("dynamodb").scan(TableName=stack.state_table)["Items"][0][
+            "code_verifier"
+        ]["S"]
+        pages.append(invoke("CallbackFunction", callback_event(started)))
+        # A failed exchange logs too: make sure its error path is clean as well.
+        failed = start(invoke, fake_capsule)
+        fake_capsule.token_faults.append((400, {}, '{"error": "invalid_grant"}'))
+        pages.append(invoke("CallbackFunction", callback_event(failed)))
+    with time_machine.travel(1_900_000_000 + 604799 - 3600, tick=False):
+        invoke("RefreshFunction", load_event("scheduled.json"))
+        token = get_access_token("exampleco:1")
+        CapsuleClient("exampleco:1").get("/parties")
+        fake_capsule.revoke_all()
+        fake_capsule.api_faults.append((401, {}, '{"message": "revoked"}'))
+        with pytest.raises(Exception, match="connect Capsule again"):
             CapsuleClient("exampleco:1").get("/parties")
-            fake_capsule.revoke_all()
-            fake_capsule.api_faults.append((401, {}, '{"message": "revoked"}'))
-            with pytest.raises(Exception, match="connect Capsule again"):
-                CapsuleClient("exampleco:1").get("/parties")
-    finally:
-        logger.setLevel(logging.INFO)
 
-    written = capsys.readouterr()
+    written = capsys.readouterr()  # metrics (EMF) are printed
+    logged = log_output.getvalue()
     everything = "\n".join(
-        [written.out, written.err, caplog.text, *(page.get("body", "") for page in pages)]
+        [written.out, written.err, logged, *(page.get("body", "") for page in pages)]
     )
-    assert "Capsule account connected" in everything  # the capture did capture
+    assert '"message":"Capsule account connected"' in logged  # the capture did capture
+    assert '"connection_id":"exampleco:1"' in logged  # extra fields included
+    assert '"RefreshSucceeded"' in written.out
     secrets = {
         "client secret": CLIENT_SECRET,
         "code": started.code,

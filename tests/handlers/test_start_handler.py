@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -201,7 +202,7 @@ def test_a_missing_setting_gives_503_not_a_crash(
 
 
 def test_a_missing_secret_gives_503_and_says_what_to_do(
-    stack: Stack, invoke: Invoke, capsys: pytest.CaptureFixture[str]
+    stack: Stack, invoke: Invoke, log_output: io.StringIO
 ) -> None:
     boto3.client("secretsmanager").delete_secret(
         SecretId=stack.secret_id, ForceDeleteWithoutRecovery=True
@@ -210,6 +211,6 @@ def test_a_missing_secret_gives_503_and_says_what_to_do(
     response = invoke("StartFunction", load_event("start.json"))
 
     assert response["statusCode"] == 503
-    logged = capsys.readouterr().out
+    logged = log_output.getvalue()
     assert "cannot read the secret (ResourceNotFoundException); put JSON" in logged
     assert state_items(stack) == []
