@@ -464,7 +464,10 @@ _CSS: Final = (
     "color:#1f2933;margin:0}"
     "main{max-width:30rem;margin:4rem auto;background:#fff;padding:2rem 2.5rem;"
     "border-radius:10px;box-shadow:0 2px 8px rgba(0,0,0,.12)}"
-    "h1{font-size:1.4rem;margin-top:0}label{display:block;margin:.8rem 0 .3rem;font-weight:600}"
+    "h1{font-size:1.4rem;margin-top:0}h2{font-size:1.1rem;margin-top:1.6rem}"
+    "button,input{font:inherit}"
+    ".address{display:flex;align-items:center;gap:.4rem}.address input{flex:1}"
+    "label{display:block;margin:.8rem 0 .3rem;font-weight:600}"
     "input[type=text],input[type=password]{width:100%;box-sizing:border-box;padding:.5rem;"
     "border:1px solid #9aa5b1;border-radius:5px;font-size:1rem}"
     "button{margin-top:1rem;padding:.55rem 1.2rem;border:0;border-radius:5px;font-size:1rem;"
@@ -514,8 +517,8 @@ def _account_page(request_id: str, accounts: Iterable[Account], error: str | Non
         f"{_error_block(error)}"
         f'<form method="post" action="{ACCOUNT_PATH}" id="account-form">{_hidden(request_id)}'
         '<label for="subdomain">Your Capsule account address</label>'
-        '<input type="text" id="subdomain" name="subdomain" placeholder="yourcompany" '
-        'autocomplete="off" required> <span>.capsulecrm.com</span><br>'
+        '<div class="address"><input type="text" id="subdomain" name="subdomain" '
+        'placeholder="yourcompany" autocomplete="off" required><span>.capsulecrm.com</span></div>'
         '<button type="submit" id="continue">Continue</button></form>'
         f'<h2>Known accounts</h2><div class="accounts">{buttons}</div>'
     )
@@ -548,8 +551,7 @@ _SCOPE_TEXT: Final[Mapping[str, str]] = {
 def _consent_page(request_id: str, app_name: str, account: Account, scope: str) -> str:
     items = "".join(f"<li>{_esc(_SCOPE_TEXT[name])}</li>" for name in scope.split())
     body = (
-        f'<h1 id="consent-title">{_esc(app_name)} would like to access your Capsule account '
-        f"{_esc(account.site_name)}</h1>"
+        f'<h1 id="consent-title">Allow {_esc(app_name)} to access {_esc(account.site_name)}?</h1>'
         f"<p>Signed in as {_esc(account.user_name)} ({_esc(account.username)}).</p>"
         f'<p>It will be able to:</p><ul id="scopes">{items}</ul>'
         f'<form method="post" action="{DECISION_PATH}" id="decision-form">{_hidden(request_id)}'

@@ -232,8 +232,9 @@ main{max-width:52rem;margin:6vh auto;padding:2rem;background:#fff;border-radius:
 box-shadow:0 8px 24px rgba(0,0,0,.06)}
 h1{font-size:1.5rem;margin-top:0}table{border-collapse:collapse;width:100%;margin:1rem 0}
 th,td{text-align:left;padding:.45rem .6rem;border-bottom:1px solid #e5e7eb;font-size:.9rem}
-.button,button{display:inline-block;padding:.55rem 1rem;border-radius:8px;border:0;
-background:#2563eb;color:#fff;text-decoration:none;font-weight:600;cursor:pointer;font:inherit}
+.button,button{font:inherit;display:inline-block;padding:.55rem 1rem;border-radius:8px;border:0;
+background:#2563eb;color:#fff;text-decoration:none;font-weight:600;cursor:pointer;white-space:nowrap}
+h2{font-size:1.1rem;margin-top:1.5rem}th{white-space:nowrap}
 button.secondary{background:#475569}.note{color:#56606b;font-size:.85rem}
 .status-active{color:#1f7a3f}.status-needs_reauth{color:#a8321e}form{display:inline}
 """
@@ -271,7 +272,11 @@ def landing_page(
         if connections
         else "<p class=note>No connection yet.</p>"
     )
-    flash = "<p class=note>Refreshed.</p>" if params.get("refreshed") else ""
+    flash = (
+        "<p class=note id=flash>Done: the table shows the connections as they are now.</p>"
+        if params.get("refreshed")
+        else ""
+    )
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         "<title>Capsule connector (local)</title>"

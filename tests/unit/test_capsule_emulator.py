@@ -251,7 +251,7 @@ def test_consent_page_names_the_app_and_the_site(emulator: CapsuleEmulator) -> N
     request_id = request_id_of(authorise(emulator))
     post_page(emulator, "account", request_id=request_id, subdomain="exampleco")
     page = post_page(emulator, "login", request_id=request_id, username="scott", password="capsule")
-    assert "would like to access your Capsule account Example Co." in page.text
+    assert "Allow Capsule Connector to access Example Co.?" in page.text
 
 
 def test_allow_redirects_with_code_and_state(emulator: CapsuleEmulator) -> None:

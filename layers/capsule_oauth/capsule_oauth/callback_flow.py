@@ -162,7 +162,12 @@ def complete_authorization(
             if denied
             else f"Capsule answered with the error {error!r}.",
             "If that was a mistake, connect again and choose Allow." if denied else _START_AGAIN,
-            detail=params.get("error_description", "")[:300] or None,
+            # Capsule's own words add nothing to a denial; for other errors they may help.
+            detail=None
+            if denied
+            else f"Capsule said: {params.get('error_description', '')[:300]}"
+            if params.get("error_description")
+            else None,
         )
     code = params.get("code", "")
     if not _CODE_PATTERN.fullmatch(code):
