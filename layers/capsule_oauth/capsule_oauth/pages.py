@@ -94,7 +94,7 @@ def connected(
         "Your Capsule account was connected again: the new permission replaces the old one."
         if reconnected
         else "This app can now work with your Capsule account. You can close this page.",
-        "You can remove access at any time in Capsule under My Preferences > Integrations.",
+        "You can remove this app's access at any time in your Capsule account settings.",
     ]
     action = _link(continue_to, "Continue") if continue_to else ""
     return _html(200, _page(200, "ok", title, lines, action))
