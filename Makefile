@@ -20,7 +20,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: help venv check lint typecheck template build test test-unit test-e2e local demo invoke bench deploy clean
+.PHONY: help venv check lint typecheck template build test test-py311 test-unit test-e2e local demo invoke bench deploy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ build: $(STAMP) ## sam build (needs python3.13 on PATH, as Lambda runs it)
 
 test: $(STAMP) ## every test: unit, handlers, end to end, browser
 	$(PY) -m pytest
+
+test-py311: ## every test again on Python 3.11, the oldest Python the code supports
+	$(MAKE) test VENV=.venv-3.11 PYTHON=python3.11
 
 test-unit: $(STAMP) ## the fast tests only (no local stack, no browser)
 	$(PY) -m pytest tests/unit tests/handlers
