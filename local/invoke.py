@@ -38,7 +38,6 @@ def _attach(described: dict[str, Any], template: Template, logical_id: str) -> N
         AWS_SECRET_ACCESS_KEY="local",
         AWS_DEFAULT_REGION=REGION,
         AWS_ENDPOINT_URL=described["aws_endpoint"],
-        POWERTOOLS_TRACE_DISABLED="true",
         **stack.environment(logical_id),
     )
 

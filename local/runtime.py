@@ -161,7 +161,6 @@ class LocalStack(LocalControl):
         # Every function gets its template environment; the Globals make them identical here.
         for spec in self.template.functions():
             os.environ.update(self.stack.environment(spec.logical_id))
-        os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
         if self.quiet:
             os.environ.update(POWERTOOLS_LOG_LEVEL="ERROR", POWERTOOLS_METRICS_DISABLED="true")
 

@@ -9,7 +9,6 @@ import os
 os.environ.update(
     POWERTOOLS_SERVICE_NAME="capsule-connector",
     POWERTOOLS_METRICS_NAMESPACE="CapsuleConnector",
-    POWERTOOLS_TRACE_DISABLED="true",
 )
 
 import io

@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from capsule_oauth import pages, web
 from capsule_oauth.callback_flow import AuthorizationFailed, complete_authorization
 from capsule_oauth.config import settings
-from capsule_oauth.observability import count, count_by, logger, metrics, tracer
+from capsule_oauth.observability import count, count_by, logger, metrics
 from capsule_oauth.start_flow import BINDING_COOKIE, binding_cookie
 
 
@@ -59,6 +59,5 @@ def callback(request: APIGatewayProxyEventV2) -> dict[str, Any]:
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @metrics.log_metrics
-@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return callback(event)

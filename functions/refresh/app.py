@@ -7,13 +7,12 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from capsule_oauth.config import settings
-from capsule_oauth.observability import logger, metrics, tracer
+from capsule_oauth.observability import logger, metrics
 from capsule_oauth.refresh_flow import refresh_due
 
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report = refresh_due(
         settings(),

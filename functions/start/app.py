@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from capsule_oauth import pages, web
 from capsule_oauth.config import settings
-from capsule_oauth.observability import count, count_by, logger, metrics, tracer
+from capsule_oauth.observability import count, count_by, logger, metrics
 from capsule_oauth.start_flow import InvalidStartRequest, start_authorization
 
 
@@ -39,6 +39,5 @@ def start(request: APIGatewayProxyEventV2) -> dict[str, Any]:
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @metrics.log_metrics
-@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return start(event)

@@ -178,7 +178,7 @@ def get(table: str, connection_id: str) -> Connection | None:
     return Connection.from_item(item) if item else None
 
 
-def due_ids(table: str, *, now: int, page_size: int = 100) -> Iterator[str]:
+def due_ids(table: str, *, now: int, page_size: int = 500) -> Iterator[str]:
     """Ids of active connections whose ``refresh_due_at`` has come, oldest first, lazily."""
     dynamodb = aws.dynamodb()
     kwargs: dict[str, Any] = {

@@ -1,0 +1,167 @@
+"""Section 2: AWS API calls and Capsule HTTP calls per flow, on moto and the emulator.
+
+Cold = a new container (every cache of the layer and of Powertools empty); warm = the same
+container's next invocation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench.common import Row, verdict
+from bench.harness import LocalStack, approve, load_event, local_stack, reset_caches
+from bench.instrument import Call, Recorder, aws_names, capsule_names, installed
+from capsule_oauth import aws, refresh_flow, tokens
+from capsule_oauth.tokens import get_access_token
+from local.capsule_emulator import DEFAULT_ACCOUNTS, Account
+from local.stack import Handler, LambdaContext, load_handler
+
+SECTION = "calls per flow"
+
+START_WARM_TARGET = ["dynamodb:PutItem"]
+CALLBACK_WARM_TARGET = ["dynamodb:DeleteItem", "kms:Encrypt", "dynamodb:UpdateItem"]
+TOKEN_COLD_TARGET = ["dynamodb:GetItem", "kms:Decrypt"]
+
+
+def _shown(calls: list[Call]) -> str:
+    aws_calls = aws_names(calls)
+    http = capsule_names(calls)
+    text = f"{len(aws_calls)} AWS" + (f" ({', '.join(aws_calls)})" if aws_calls else "")
+    if http:
+        text += f"; {len(http)} Capsule ({', '.join(http)})"
+    return text
+
+
+def _row(
+    metric: str, calls: list[Call], target: list[str] | None = None, target_text: str = ""
+) -> Row:
+    names = aws_names(calls)
+    status = ""
+    if target is not None:
+        status = verdict(sorted(names) == sorted(target))
+        target_text = target_text or f"{len(target)} AWS"
+    return Row(
+        SECTION,
+        metric,
+        _shown(calls),
+        target_text,
+        status,
+        value=len(names),
+        unit="AWS calls",
+        detail={"aws": names, "capsule": capsule_names(calls)},
+    )
+
+
+class _Flows:
+    def __init__(self, local: LocalStack, recorder: Recorder) -> None:
+        self.local = local
+        self.recorder = recorder
+        template = local.template
+        self.specs = {
+            name: template.function(name) for name in ("StartFunction", "CallbackFunction")
+        }
+        self.handlers: dict[str, Handler] = {
+            name: load_handler(spec) for name, spec in self.specs.items()
+        }
+
+    def invoke(self, name: str, event: dict[str, Any]) -> dict[str, Any]:
+        response: dict[str, Any] = self.handlers[name](
+            event, LambdaContext.for_function(self.specs[name])
+        )
+        return response
+
+    def recorded(self, action: Callable[[], object]) -> list[Call]:
+        with self.recorder.recording() as calls:
+            action()
+        return calls
+
+    def start(self) -> dict[str, Any]:
+        response = self.invoke("StartFunction", load_event("start.json"))
+        if response.get("statusCode") != 302:
+            raise RuntimeError(f"start answered {response.get('statusCode')}")
+        return response
+
+    def callback(self, started: dict[str, Any], account: Account) -> list[Call]:
+        """Approve in the emulator (not counted), then run the callback (counted)."""
+        approval = approve(started["headers"]["Location"], account)
+        nonce = started["cookies"][0].split(";")[0].split("=", 1)[1]
+        event = load_event("callback.json")
+        event["queryStringParameters"] = {"code": approval.code, "state": approval.state}
+        event["rawQueryString"] = f"code={approval.code}&state={approval.state}"
+        event["cookies"] = [f"capsule_oauth_binding={nonce}"]
+        answers: list[dict[str, Any]] = []
+        calls = self.recorded(lambda: answers.append(self.invoke("CallbackFunction", event)))
+        if answers[0].get("statusCode") != 200:
+            raise RuntimeError(f"callback answered {answers[0].get('statusCode')}")
+        return calls
+
+    def make_due(self, connection_id: str) -> None:
+        aws.dynamodb().update_item(
+            TableName=self.local.stack.connections_table,
+            Key={"connection_id": {"S": connection_id}},
+            UpdateExpression="SET refresh_due_at = :due",
+            ExpressionAttributeValues={":due": {"N": str(int(time.time()) - 60)}},
+        )
+
+    def refresh_run(self) -> list[Call]:
+        reports: list[refresh_flow.RunReport] = []
+        calls = self.recorded(
+            lambda: reports.append(
+                refresh_flow.refresh_due(self.local.settings, remaining_ms=lambda: 10**9)
+            )
+        )
+        if dict(reports[0].outcomes) != {"refreshed": 1}:
+            raise RuntimeError(f"refresh did not refresh one connection: {reports[0].as_dict()}")
+        return calls
+
+
+def run() -> list[Row]:
+    recorder = Recorder()
+    first, second = DEFAULT_ACCOUNTS[0], DEFAULT_ACCOUNTS[1]
+    with local_stack() as local:
+        recorder.capsule_base_url = local.emulator.url
+        with installed(recorder):
+            flows = _Flows(local, recorder)
+            rows: list[Row] = []
+
+            reset_caches()
+            started: list[dict[str, Any]] = []
+            start_cold = flows.recorded(lambda: started.append(flows.start()))
+            start_warm = flows.recorded(lambda: started.append(flows.start()))
+            rows.append(_row("start, cold container", start_cold))
+            rows.append(_row("start, warm", start_warm, START_WARM_TARGET))
+
+            reset_caches()  # the callback runs in its own function's container
+            rows.append(_row("callback, cold container", flows.callback(started[1], first)))
+            rows.append(
+                _row(
+                    "callback, warm",
+                    flows.callback(flows.start(), second),
+                    CALLBACK_WARM_TARGET,
+                    "3 AWS (state consume, KMS encrypt, connection write)",
+                )
+            )
+
+            connection_id = f"{first.subdomain}:{first.user_id}"
+            reset_caches()
+            token_cold = flows.recorded(lambda: get_access_token(connection_id))
+            token_warm = flows.recorded(lambda: get_access_token(connection_id))
+            rows.append(
+                _row(
+                    "get_access_token (fresh token), cold",
+                    token_cold,
+                    TOKEN_COLD_TARGET,
+                    "1 read + 1 decrypt",
+                )
+            )
+            rows.append(_row("get_access_token (fresh token), warm", token_warm, [], "0 AWS"))
+
+            reset_caches()
+            flows.make_due(connection_id)
+            rows.append(_row("refresh run, 1 due, cold container", flows.refresh_run()))
+            flows.make_due(f"{second.subdomain}:{second.user_id}")
+            rows.append(_row("refresh run, 1 due, warm", flows.refresh_run()))
+            tokens.clear_cache()
+    return rows
