@@ -36,7 +36,7 @@ class Sizes:
 
 
 FULL = Sizes(5, True, 10_000, 100, (1, 4, 16, 32))
-QUICK = Sizes(1, False, 1_000, 10, (1, 4))
+QUICK = Sizes(1, True, 1_000, 10, (1, 4))
 
 
 def _section(name: str, rows: list[Row], crashed: list[str], run: Callable[[], list[Row]]) -> None:

@@ -11,12 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.common import Row, verdict
-from bench.harness import LocalStack, approve, load_event, local_stack, reset_caches
+from bench.harness import BenchStack, approve, local_stack
 from bench.instrument import Call, Recorder, aws_names, capsule_names, installed
 from capsule_oauth import aws, refresh_flow, tokens
 from capsule_oauth.tokens import get_access_token
 from local.capsule_emulator import DEFAULT_ACCOUNTS, Account
-from local.stack import Handler, LambdaContext, load_handler
+from local.lambda_container import reset_caches
+from local.stack import Handler, LambdaContext, load_event, load_handler
 
 SECTION = "calls per flow"
 
@@ -55,7 +56,7 @@ def _row(
 
 
 class _Flows:
-    def __init__(self, local: LocalStack, recorder: Recorder) -> None:
+    def __init__(self, local: BenchStack, recorder: Recorder) -> None:
         self.local = local
         self.recorder = recorder
         template = local.template

@@ -16,7 +16,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
 LAYER_DIR = ROOT / "layers" / "capsule_oauth"
 FUNCTIONS_DIR = ROOT / "functions"
-EVENTS_DIR = ROOT / "events"
 BUILD_DIR = ROOT / ".aws-sam" / "build"
 
 MET = "PASS"  # target met

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import SKIP, Row, verdict
-from bench.harness import LocalStack, local_stack
+from bench.harness import BenchStack, local_stack
 from bench.instrument import Recorder, installed
 from capsule_oauth import aws, connections, crypto, refresh_flow
 from capsule_oauth.config import Settings
@@ -125,7 +125,7 @@ def due_ids(due: int) -> list[str]:
     return [f"due{n:05d}:1" for n in range(due)]
 
 
-def seed_idle(local: LocalStack, count: int) -> None:
+def seed_idle(local: BenchStack, count: int) -> None:
     now = int(time.time())
     items = [
         _item(
@@ -140,7 +140,7 @@ def seed_idle(local: LocalStack, count: int) -> None:
     _write(local.stack.connections_table, items)
 
 
-def seed_due(local: LocalStack, due: int) -> None:
+def seed_due(local: BenchStack, due: int) -> None:
     """(Re)write the due connections with fresh grants: each run starts from the same state."""
     settings = local.settings
     now = int(time.time())

@@ -29,6 +29,7 @@ from local.stack import (
     Stack,
     Template,
     create_stack,
+    load_event,
     load_handler,
     mount_layers,
 )
@@ -247,7 +248,7 @@ class LocalStack(LocalControl):
     def refresh_now(self, connection_id: str | None) -> dict[str, Any]:
         """Run the scheduled refresh (RefreshFunction), or force one connection's refresh."""
         if connection_id is None:
-            event = json.loads((ROOT / "events" / "scheduled.json").read_text(encoding="utf-8"))
+            event = load_event("scheduled.json")
             with self._invoke_lock:
                 result: dict[str, Any] = self.invoke("RefreshFunction", event)
             return result

@@ -23,6 +23,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = ROOT / "template.yaml"
+EVENTS = ROOT / "events"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 
@@ -151,6 +152,12 @@ class Template:
                     )
                     found[spec.logical_id] = str(Resolver(self, {}, {}).resolve(expression))
         return found
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """An event of events/, by file name (what sam local invoke -e would read)."""
+    event: dict[str, Any] = json.loads((EVENTS / name).read_text(encoding="utf-8"))
+    return event
 
 
 def schedule_seconds(expression: str) -> int:

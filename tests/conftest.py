@@ -20,27 +20,26 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import responses
-from aws_lambda_powertools.utilities import parameters
-from aws_lambda_powertools.utilities.parameters import base as parameter_providers
 from moto import mock_aws
 
-from capsule_oauth import aws, capsule, config, tokens
-from capsule_oauth.observability import logger, metrics
-from local.stack import ROOT, LambdaContext, Stack, Template, create_stack, load_handler
+from capsule_oauth import config
+from capsule_oauth.observability import logger
+from local.lambda_container import atomic_dynamodb, reset_caches
+from local.stack import (
+    ROOT,
+    LambdaContext,
+    Stack,
+    Template,
+    create_stack,
+    load_handler,
+)
 from tests.capsule_fake import CLIENT_ID, CLIENT_SECRET, FakeCapsule
 
-EVENTS = Path(__file__).resolve().parent.parent / "events"
 CAPSULE_URL = "https://capsule.test"
-
-
-def load_event(name: str) -> dict[str, Any]:
-    event: dict[str, Any] = json.loads((EVENTS / name).read_text(encoding="utf-8"))
-    return event
 
 
 @pytest.fixture(autouse=True)
@@ -51,20 +50,9 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    _reset_caches()
+    reset_caches()
     yield
-    _reset_caches()
-
-
-def _reset_caches() -> None:
-    aws.reset()
-    config.settings.cache_clear()
-    capsule.session.cache_clear()
-    tokens.clear_cache()
-    parameters.clear_caches()  # type: ignore[no-untyped-call]
-    # Providers hold boto3 clients: a new test gets new ones, bound to its own mock.
-    parameter_providers.DEFAULT_PROVIDERS.clear()  # type: ignore[attr-defined]
-    metrics.clear_metrics()
+    reset_caches()
 
 
 @pytest.fixture(scope="session")
@@ -114,33 +102,9 @@ def invoke(template: Template, stack: Stack) -> Invoke:
 
 @pytest.fixture
 def atomic_moto() -> Iterator[None]:
-    """Make moto's single-item DynamoDB writes atomic across threads, as DynamoDB's are.
-
-    moto evaluates a condition and applies the write in separate steps; real DynamoDB
-    does both atomically. Tests that race threads need the real guarantee.
-    """
-    from moto.dynamodb.models import DynamoDBBackend
-
-    lock = threading.RLock()
-    originals = {
-        name: getattr(DynamoDBBackend, name)
-        for name in ("put_item", "update_item", "delete_item", "get_item")
-    }
-
-    def locked(original: Callable[..., Any]) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            with lock:
-                return original(*args, **kwargs)
-
-        return call
-
-    for name, original in originals.items():
-        setattr(DynamoDBBackend, name, locked(original))
-    try:
+    """moto's DynamoDB atomic across threads, as DynamoDB is, for tests that race."""
+    with atomic_dynamodb():
         yield
-    finally:
-        for name, original in originals.items():
-            setattr(DynamoDBBackend, name, original)
 
 
 @dataclass

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from local.stack import Template
-from tests.conftest import EVENTS, load_event
+from local.stack import EVENTS, Template, load_event
 
 TESTS = Path(__file__).resolve().parent.parent
 

@@ -10,9 +10,9 @@ import pytest
 import time_machine
 
 from capsule_oauth import CapsuleClient, get_access_token
-from local.stack import Stack
+from local.stack import Stack, load_event
 from tests.capsule_fake import CLIENT_SECRET, FakeCapsule
-from tests.conftest import Invoke, load_event
+from tests.conftest import Invoke
 from tests.handlers.test_callback_handler import callback_event, start
 
 

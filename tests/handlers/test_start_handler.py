@@ -12,9 +12,9 @@ import boto3
 import pytest
 
 from capsule_oauth import states
-from local.stack import Stack
+from local.stack import Stack, load_event
 from tests.capsule_fake import CLIENT_ID
-from tests.conftest import CAPSULE_URL, Invoke, load_event
+from tests.conftest import CAPSULE_URL, Invoke
 
 CALLBACK = "https://abc123.execute-api.us-east-1.amazonaws.com/auth/callback"
 

@@ -16,9 +16,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from capsule_oauth import aws, connections, crypto, get_access_token, refresh_flow
 from capsule_oauth.config import Settings
 from capsule_oauth.observability import metrics
-from local.stack import Stack
+from local.stack import Stack, load_event
 from tests.capsule_fake import EXPIRES_IN, FakeCapsule, Reply
-from tests.conftest import Invoke, load_event
+from tests.conftest import Invoke
 
 T0 = 1_900_000_000
 CID = "exampleco:1"
