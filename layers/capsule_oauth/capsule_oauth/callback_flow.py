@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from capsule_oauth import capsule, connections, crypto, states
-from capsule_oauth.config import ConfigError, Settings
+from capsule_oauth.config import Settings
 from capsule_oauth.credentials import with_client_credentials
 from capsule_oauth.observability import logger
 
@@ -116,6 +116,28 @@ def _capsule_failure(error: Exception, return_to: str | None) -> AuthorizationFa
     )
 
 
+def _capsule_said_no(params: dict[str, str]) -> AuthorizationFailed:
+    """Capsule redirected back with ``error=`` (RFC 6749 4.1.2.1): nothing to exchange."""
+    error = params["error"] if _ERROR_PATTERN.fullmatch(params["error"]) else "invalid"
+    if error == "access_denied":
+        return AuthorizationFailed(
+            403,
+            "AccessDenied",
+            "Access was not allowed",
+            "You chose not to allow access in Capsule, so nothing was connected.",
+            "If that was a mistake, connect again and choose Allow.",
+        )
+    description = params.get("error_description", "")[:300]
+    return AuthorizationFailed(
+        400,
+        "CapsuleError",
+        "Capsule could not complete the sign-in",
+        f"Capsule answered with the error {error!r}.",
+        _START_AGAIN,
+        detail=f"Capsule said: {description}" if description else None,
+    )
+
+
 def _identity(settings: Settings, tokens: capsule.TokenResponse) -> connections.Identity:
     def get(path: str, key: str) -> dict[str, Any]:
         body = capsule.api_request(
@@ -152,23 +174,7 @@ def complete_authorization(
 ) -> Connected:
     """Turn Capsule's redirect into a saved connection, or raise AuthorizationFailed."""
     if "error" in params:
-        error = params["error"] if _ERROR_PATTERN.fullmatch(params["error"]) else "invalid"
-        denied = error == "access_denied"
-        raise AuthorizationFailed(
-            403 if denied else 400,
-            "AccessDenied" if denied else "CapsuleError",
-            "Access was not allowed" if denied else "Capsule could not complete the sign-in",
-            "You chose not to allow access in Capsule, so nothing was connected."
-            if denied
-            else f"Capsule answered with the error {error!r}.",
-            "If that was a mistake, connect again and choose Allow." if denied else _START_AGAIN,
-            # Capsule's own words add nothing to a denial; for other errors they may help.
-            detail=None
-            if denied
-            else f"Capsule said: {params.get('error_description', '')[:300]}"
-            if params.get("error_description")
-            else None,
-        )
+        raise _capsule_said_no(params)
     code = params.get("code", "")
     if not _CODE_PATTERN.fullmatch(code):
         raise AuthorizationFailed(
@@ -207,8 +213,6 @@ def complete_authorization(
     except capsule.CapsuleError as error:
         logger.warning("Capsule refused or failed the authorization", extra={"error": str(error)})
         raise _capsule_failure(error, state.return_to) from None
-    except ConfigError:
-        raise  # a deployment fault: the handler shows 503 and logs what to fix
 
     now = int(time.time())
     expires_at = now + tokens.expires_in
