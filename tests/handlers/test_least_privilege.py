@@ -1,0 +1,90 @@
+"""Each function's policy in template.yaml grants exactly the AWS calls its code makes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import time_machine
+from botocore.client import BaseClient
+
+from capsule_oauth import config
+from local.lambda_container import reset_caches
+from local.stack import Stack, Template, load_event
+from tests.capsule_fake import EXPIRES_IN, FakeCapsule
+from tests.conftest import Invoke
+from tests.handlers.test_callback_handler import callback_event, start
+from tests.unit.test_refresh import T0, seed
+
+Record = Callable[[Callable[[], Any]], set[str]]
+
+
+@pytest.fixture
+def record(monkeypatch: pytest.MonkeyPatch) -> Record:
+    """Run an action and return the IAM actions ("service:Operation") it called."""
+    seen: set[str] | None = None
+    original = BaseClient._make_api_call
+
+    def recording(self: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+        if seen is not None:
+            seen.add(f"{self.meta.service_model.signing_name}:{operation}")
+        return original(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", recording)
+
+    def run(action: Callable[[], Any]) -> set[str]:
+        nonlocal seen
+        seen = set()
+        try:
+            action()
+            return seen
+        finally:
+            seen = None
+
+    return run
+
+
+def granted(template: Template, logical_id: str) -> set[str]:
+    properties = template.of_type("AWS::Serverless::Function")[logical_id]
+    actions: set[str] = set()
+    for policy in properties.get("Policies", []):
+        for statement in policy["Statement"]:
+            listed = statement["Action"]
+            actions.update([listed] if isinstance(listed, str) else listed)
+    return actions
+
+
+def test_start_function_is_granted_exactly_what_it_calls(
+    template: Template, stack: Stack, invoke: Invoke, record: Record
+) -> None:
+    called = record(lambda: invoke("StartFunction", load_event("start.json")))
+
+    assert called == granted(template, "StartFunction")
+
+
+def test_callback_function_is_granted_exactly_what_it_calls(
+    template: Template, stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule, record: Record
+) -> None:
+    started = start(invoke, fake_capsule)
+    reset_caches()  # a fresh container: the secret read is part of the callback
+
+    called = record(lambda: invoke("CallbackFunction", callback_event(started)))
+
+    assert called == granted(template, "CallbackFunction")
+
+
+def test_refresh_function_is_granted_exactly_what_it_calls(
+    template: Template,
+    stack: Stack,
+    invoke: Invoke,
+    fake_capsule: FakeCapsule,
+    record: Record,
+) -> None:
+    seed(config.settings(), fake_capsule)
+    reset_caches()  # a fresh container: the secret read is part of the run
+
+    with time_machine.travel(T0 + EXPIRES_IN - 3600, tick=False):
+        called = record(lambda: invoke("RefreshFunction", load_event("scheduled.json")))
+
+    assert called == granted(template, "RefreshFunction")
