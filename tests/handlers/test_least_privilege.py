@@ -24,7 +24,7 @@ Record = Callable[[Callable[[], Any]], set[str]]
 def record(monkeypatch: pytest.MonkeyPatch) -> Record:
     """Run an action and return the IAM actions ("service:Operation") it called."""
     seen: set[str] | None = None
-    original = BaseClient._make_api_call
+    original = BaseClient._make_api_call  # type: ignore[attr-defined]
 
     def recording(self: BaseClient, operation: str, params: dict[str, Any]) -> Any:
         if seen is not None:
