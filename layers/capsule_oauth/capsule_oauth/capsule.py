@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from capsule_oauth.credentials import ClientCredentials
 
@@ -135,6 +136,11 @@ def _int_or_none(value: object) -> int | None:
 def session() -> requests.Session:
     """One pooled session per container: keep-alive to Capsule across invocations."""
     http = requests.Session()
+    # One pooled connection per refresh worker (REFRESH_CONCURRENCY is at most 64): the
+    # default pool of 10 would drop and reopen connections under a busy refresh run.
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=64)
+    http.mount("https://", adapter)
+    http.mount("http://", adapter)
     http.headers["User-Agent"] = USER_AGENT
     http.headers["Accept"] = "application/json"
     return http
