@@ -107,6 +107,9 @@ class LocalControl:
     def call_capsule(self, connection_id: str, path: str) -> dict[str, Any]:
         raise NotImplementedError
 
+    def disconnect(self, connection_id: str) -> dict[str, Any]:
+        raise NotImplementedError
+
     def describe(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -220,6 +223,11 @@ class Gateway:
             if params.get("back") == "1":
                 return 303, [("Location", "/?refreshed=1")], b""
             return 200, as_json, json.dumps(result).encode()
+        if method == "POST" and path == "/_local/disconnect":
+            result = self.control.disconnect(params["connection_id"])
+            if params.get("back") == "1":
+                return 303, [("Location", "/?refreshed=1")], b""
+            return 200, as_json, json.dumps(result).encode()
         if method == "POST" and path == "/_local/call":
             result = self.control.call_capsule(params["connection_id"], params.get("path", "/site"))
             return 200, as_json, json.dumps(result).encode()
@@ -237,6 +245,7 @@ background:#2563eb;color:#fff;text-decoration:none;font-weight:600;cursor:pointe
 h2{font-size:1.1rem;margin-top:1.5rem}th{white-space:nowrap}
 button.secondary{background:#475569}.note{color:#56606b;font-size:.85rem}
 .status-active{color:#1f7a3f}.status-needs_reauth{color:#a8321e}form{display:inline}
+.actions form+form{margin-left:.4rem}
 """
 
 
@@ -250,21 +259,36 @@ def _when(epoch: int | None) -> str:
     return f"{stamp} ({-left / 3600:.1f} h ago)"
 
 
-def landing_page(
-    connections: list[dict[str, Any]], stack: dict[str, Any], params: dict[str, str]
-) -> str:
-    rows = "".join(
+def _action(path: str, connection_id: str, label: str, css: str = "") -> str:
+    target = f"/_local/{path}?back=1&connection_id={connection_id}"
+    return (
+        f'<form method=post action="{escape(target, quote=True)}">'
+        f'<button class="{css}">{escape(label)}</button></form>'
+    )
+
+
+def _row(c: dict[str, Any]) -> str:
+    actions = ""
+    if c["status"] == "active":
+        actions = _action("refresh", c["connection_id"], "Refresh now") + _action(
+            "disconnect", c["connection_id"], "Disconnect", "secondary"
+        )
+    return (
         "<tr>"
         f"<td>{escape(c['site_name'])}<br><span class=note>{escape(c['connection_id'])}</span></td>"
         f"<td>{escape(c['user_name'])}</td>"
         f'<td class="status-{escape(c["status"])}" data-testid=status>{escape(c["status"])}</td>'
         f"<td data-testid=expires>{escape(_when(c['expires_at']))}</td>"
         f"<td data-testid=last-refresh>{escape(_when(c.get('last_refreshed_at')))}</td>"
-        '<td><form method=post action="/_local/refresh?back=1&amp;connection_id='
-        f'{escape(c["connection_id"], quote=True)}"><button>Refresh now</button></form></td>'
+        f"<td class=actions>{actions}</td>"
         "</tr>"
-        for c in connections
     )
+
+
+def landing_page(
+    connections: list[dict[str, Any]], stack: dict[str, Any], params: dict[str, str]
+) -> str:
+    rows = "".join(_row(connection) for connection in connections)
     table = (
         "<table><thead><tr><th>Capsule site</th><th>User</th><th>Status</th>"
         "<th>Access token expires</th><th>Last refresh</th><th></th></tr></thead>"

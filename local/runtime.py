@@ -262,6 +262,11 @@ class LocalStack(LocalControl):
         )
         return {"connection_id": connection_id, "outcome": outcome.outcome.value}
 
+    def disconnect(self, connection_id: str) -> dict[str, Any]:
+        from capsule_oauth import disconnect
+
+        return {"connection_id": connection_id, "status": disconnect(connection_id).status}
+
     def call_capsule(self, connection_id: str, path: str) -> dict[str, Any]:
         from capsule_oauth import CapsuleClient
 

@@ -58,6 +58,8 @@ class FakeCapsule:
     token_requests: list[dict[str, str]] = field(default_factory=list)
     api_requests: list[tuple[str, str]] = field(default_factory=list)
     token_faults: list[Reply] = field(default_factory=list)
+    revoke_requests: list[dict[str, str]] = field(default_factory=list)
+    revoke_faults: list[Reply] = field(default_factory=list)
     # Runs on each token request before it is answered (e.g. to play another worker).
     before_token: Callable[[dict[str, str]], None] | None = None
     api_faults: list[Reply] = field(default_factory=list)
@@ -69,6 +71,7 @@ class FakeCapsule:
 
     def __post_init__(self) -> None:
         self.mock.add_callback(responses.POST, f"{self.base_url}/oauth/token", self._token)
+        self.mock.add_callback(responses.POST, f"{self.base_url}/oauth/revoke", self._revoke)
         for path in ("/users/current", "/site", "/parties"):
             for method in (responses.GET, responses.POST):
                 self.mock.add_callback(method, f"{self.base_url}/api/v2{path}", self._api)
@@ -127,6 +130,20 @@ class FakeCapsule:
                 }
                 return _json(200, self._issue(grant))
             return _json(400, {"error": "unsupported_grant_type"})
+
+    def _revoke(self, request: PreparedRequest) -> Reply:
+        body = request.body or ""
+        form = dict(parse_qsl(body if isinstance(body, str) else body.decode()))
+        with self._lock:
+            self.revoke_requests.append(form)
+            if self.revoke_faults:
+                return self.revoke_faults.pop(0)
+            if form.get("client_secret") != self.client_secret:
+                return _json(401, {"error": "invalid_client"})
+            grant = self.refresh_tokens.pop(form.get("token", ""), None)
+            if grant is not None:  # RFC 7009: the whole grant goes
+                self.access_tokens = {t: g for t, g in self.access_tokens.items() if g is not grant}
+            return _json(200, {})
 
     def _exchange(self, form: dict[str, str]) -> Reply:
         issued = self.codes.pop(form.get("code", ""), None)

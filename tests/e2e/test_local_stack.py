@@ -163,3 +163,22 @@ def test_the_stack_prints_no_code_or_cookie_nonce(
     printed = local_stack.printed()
     assert code not in printed
     assert cookie.split("=", 1)[1] not in printed
+
+
+def test_disconnect_from_the_landing_page_revokes_at_capsule(
+    local_stack: RunningStack, http: requests.Session
+) -> None:
+    connect(local_stack, http, subdomain="acme", username="ada")
+    state = f"{local_stack.capsule_url}/_emulator/state"
+    live_before = requests.get(state, timeout=5).json()["accounts"]["acme"]["live_grants"]
+
+    answer = http.post(
+        f"{local_stack.url}/_local/disconnect", params={"connection_id": "acme:7"}, timeout=10
+    ).json()
+
+    live_after = requests.get(state, timeout=5).json()["accounts"]["acme"]["live_grants"]
+    assert answer["status"] == "disconnected"
+    listed = connection(local_stack, "acme:7")
+    assert listed is not None
+    assert listed["status"] == "disconnected"
+    assert live_after == live_before - 1

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         CapsuleUnavailable,
     )
     from capsule_oauth.client import CapsuleClient
+    from capsule_oauth.disconnect_flow import disconnect
     from capsule_oauth.tokens import (
         ConnectionNotFound,
         ReauthorizationRequired,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "CapsuleClient": "capsule_oauth.client",
+    "disconnect": "capsule_oauth.disconnect_flow",
     "get_access_token": "capsule_oauth.tokens",
     "ConnectionNotFound": "capsule_oauth.tokens",
     "ReauthorizationRequired": "capsule_oauth.tokens",
@@ -52,6 +54,7 @@ __all__ = [
     "ConnectionNotFound",
     "ReauthorizationRequired",
     "TokenUnavailable",
+    "disconnect",
     "get_access_token",
 ]
 

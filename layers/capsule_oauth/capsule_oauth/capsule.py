@@ -264,6 +264,35 @@ def refresh(
     return _token_request(base_url, form, credentials, timeout)
 
 
+# Capsule's discovery document lists /oauth/revoke; its docs page reportedly says
+# /oauth/token/revoke. Neither is confirmed, so try both, in that order.
+REVOKE_PATHS = ("/oauth/revoke", "/oauth/token/revoke")
+
+
+def revoke(
+    base_url: str, credentials: ClientCredentials, *, refresh_token: str, timeout: float
+) -> None:
+    """RFC 7009: revoke the grant behind ``refresh_token``. An unknown token counts as done."""
+    body = {
+        "token": refresh_token,
+        "token_type_hint": "refresh_token",
+        "client_id": credentials.client_id,
+        "client_secret": credentials.client_secret,
+    }
+    for path in REVOKE_PATHS:
+        response = _send("POST", f"{base_url}{path}", timeout, data=body)
+        if response.status_code in (404, 405):
+            continue  # not this path: try the other one
+        _raise_for_common(response)
+        if response.status_code == 200:
+            return
+        try:
+            _raise_oauth_error(response)
+        except InvalidGrant:
+            return  # already dead: revoked is what we wanted
+    raise CapsuleBadResponse("Capsule has no token revocation endpoint at either known path")
+
+
 @dataclass(frozen=True)
 class APIResponse:
     status: int

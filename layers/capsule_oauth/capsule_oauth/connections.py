@@ -70,7 +70,7 @@ class Connection:
             value = item.get(name)
             return int(value["N"]) if value else None
 
-        tokens = item["tokens"]["B"]
+        tokens = item["tokens"]["B"] if "tokens" in item else b""  # none once disconnected
         return cls(
             connection_id=item["connection_id"]["S"],
             status=item["status"]["S"],
@@ -380,4 +380,21 @@ def mark_needs_reauth(
             ":now": _n(now),
             ":one": _n(1),
         },
+    )
+
+
+def mark_disconnected(table: str, current: Connection, *, owner: str, now: int) -> Connection:
+    """The person disconnected: forget the tokens, leave the schedule, keep the record."""
+    return _fenced_update(
+        table,
+        current.connection_id,
+        owner=owner,
+        version=current.version,
+        update=(
+            "SET #status = :status, updated_at = :now, disconnected_at = :now,"
+            " version = version + :one"
+            " REMOVE tokens, refresh_queue, lease_owner, lease_expires_at"
+        ),
+        names={"#status": "status"},
+        values={":status": _s(DISCONNECTED), ":now": _n(now), ":one": _n(1)},
     )

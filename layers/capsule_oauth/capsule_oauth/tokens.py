@@ -70,6 +70,12 @@ def _forget(connection_id: str, version: int) -> None:
             del _cache[connection_id]
 
 
+def forget(connection_id: str) -> None:
+    """Drop this container's cached token of a connection (it was disconnected)."""
+    with _cache_lock:
+        _cache.pop(connection_id, None)
+
+
 def _usable(token: AccessToken | None, settings: Settings, now: float) -> bool:
     return token is not None and token.expires_at - settings.token_margin_seconds > now
 
