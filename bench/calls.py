@@ -87,11 +87,11 @@ class _Flows:
     def callback(self, started: dict[str, Any], account: Account) -> list[Call]:
         """Approve in the emulator (not counted), then run the callback (counted)."""
         approval = approve(started["headers"]["Location"], account)
-        nonce = started["cookies"][0].split(";")[0].split("=", 1)[1]
+        cookie = started["cookies"][0].split(";")[0]  # name=nonce
         event = load_event("callback.json")
         event["queryStringParameters"] = {"code": approval.code, "state": approval.state}
         event["rawQueryString"] = f"code={approval.code}&state={approval.state}"
-        event["cookies"] = [f"capsule_oauth_binding={nonce}"]
+        event["cookies"] = [cookie]
         answers: list[dict[str, Any]] = []
         calls = self.recorded(lambda: answers.append(self.invoke("CallbackFunction", event)))
         if answers[0].get("statusCode") != 200:

@@ -13,7 +13,7 @@ from capsule_oauth import pages, web
 from capsule_oauth.callback_flow import AuthorizationFailed, complete_authorization
 from capsule_oauth.config import settings
 from capsule_oauth.observability import count, count_by, logger, metrics
-from capsule_oauth.start_flow import BINDING_COOKIE, binding_cookie
+from capsule_oauth.start_flow import binding_cookie, binding_cookie_name
 
 
 def _retry_url(return_to: str | None) -> str:
@@ -23,11 +23,13 @@ def _retry_url(return_to: str | None) -> str:
 
 @web.never_raises("Callback")
 def callback(request: APIGatewayProxyEventV2) -> dict[str, Any]:
+    params = web.query(request)
+    state = params.get("state", "")
     try:
         connected = complete_authorization(
             settings(),
-            params=web.query(request),
-            binding_nonce=web.cookie(request, BINDING_COOKIE),
+            params=params,
+            binding_nonce=web.cookie(request, binding_cookie_name(state)) if state else None,
         )
     except AuthorizationFailed as failure:
         logger.info(
@@ -53,7 +55,7 @@ def callback(request: APIGatewayProxyEventV2) -> dict[str, Any]:
         )
         # The binding cookie has done its job. (Failures leave it: a forged callback
         # must not be able to cancel a sign-in in progress.)
-        page["cookies"] = [binding_cookie("", path=request.raw_path or "/", max_age=0)]
+        page["cookies"] = [binding_cookie(state, "", path=request.raw_path or "/", max_age=0)]
     return page
 
 

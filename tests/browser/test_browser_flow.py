@@ -124,7 +124,7 @@ def connections(stack: RunningStack) -> dict[str, dict[str, Any]]:
 
 
 def binding_cookies(context: BrowserContext) -> list[Cookie]:
-    return [c for c in context.cookies() if c.get("name") == BINDING_COOKIE]
+    return [c for c in context.cookies() if c.get("name", "").startswith(BINDING_COOKIE)]
 
 
 def connection_row(page: Page, connection_id: str) -> Locator:

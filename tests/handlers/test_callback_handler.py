@@ -24,6 +24,7 @@ CALLBACK = "https://abc123.execute-api.us-east-1.amazonaws.com/auth/callback"
 @dataclass
 class Started:
     state: str
+    cookie_name: str
     nonce: str
     challenge: str
     code: str
@@ -33,16 +34,16 @@ def start(invoke: Invoke, fake: FakeCapsule, event: str = "start.json") -> Start
     """Run the start handler and let the fake Capsule issue a code, as approving would."""
     response = invoke("StartFunction", load_event(event))
     query = {k: v[0] for k, v in parse_qs(urlsplit(response["headers"]["Location"]).query).items()}
-    nonce = response["cookies"][0].split(";")[0].split("=", 1)[1]
+    name, nonce = response["cookies"][0].split(";")[0].split("=", 1)
     code = fake.issue_code(query["redirect_uri"], query.get("code_challenge"))
-    return Started(query["state"], nonce, query.get("code_challenge", ""), code)
+    return Started(query["state"], name, nonce, query.get("code_challenge", ""), code)
 
 
 def callback_event(started: Started, *, cookie: str | None = None) -> dict[str, Any]:
     event = load_event("callback.json")
     event["queryStringParameters"] = {"code": started.code, "state": started.state}
     event["rawQueryString"] = f"code={started.code}&state={started.state}"
-    event["cookies"] = [f"capsule_oauth_binding={cookie if cookie is not None else started.nonce}"]
+    event["cookies"] = [f"{started.cookie_name}={cookie if cookie is not None else started.nonce}"]
     return event
 
 
@@ -154,12 +155,44 @@ def test_reconnecting_updates_the_same_connection(
 def test_success_clears_the_binding_cookie_and_consumes_the_state(
     stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
 ) -> None:
-    response = connect(invoke, fake_capsule)
+    started = start(invoke, fake_capsule)
+
+    response = invoke("CallbackFunction", callback_event(started))
 
     assert response["cookies"] == [
-        "capsule_oauth_binding=; Max-Age=0; Path=/auth/callback; HttpOnly; Secure; SameSite=Lax"
+        f"{started.cookie_name}=; Max-Age=0; Path=/auth/callback; HttpOnly; Secure; SameSite=Lax"
     ]
     assert state_count(stack) == 0
+
+
+def test_two_sign_ins_started_in_one_browser_both_finish(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    first = start(invoke, fake_capsule)
+    second = start(invoke, fake_capsule)  # e.g. a second tab, or a double click
+    both_cookies = [f"{s.cookie_name}={s.nonce}" for s in (first, second)]
+
+    answers = []
+    for started in (first, second):
+        event = callback_event(started)
+        event["cookies"] = both_cookies  # the browser sends every cookie it holds
+        answers.append(invoke("CallbackFunction", event)["statusCode"])
+
+    assert answers == [200, 200]
+
+
+def test_a_cookie_of_another_sign_in_does_not_fit(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    first = start(invoke, fake_capsule)
+    second = start(invoke, fake_capsule)
+    event = callback_event(first)
+    event["cookies"] = [f"{first.cookie_name}={second.nonce}"]
+
+    response = invoke("CallbackFunction", event)
+
+    assert response["statusCode"] == 400
+    assert fake_capsule.token_requests == []
 
 
 def test_return_to_is_offered_after_connecting(

@@ -12,6 +12,7 @@ import boto3
 import pytest
 
 from capsule_oauth import states
+from capsule_oauth.start_flow import binding_cookie_name
 from local.stack import Stack, load_event
 from tests.capsule_fake import CLIENT_ID
 from tests.conftest import CAPSULE_URL, Invoke
@@ -93,6 +94,8 @@ def test_binding_cookie_is_httponly_secure_lax_and_scoped_to_the_callback(
 ) -> None:
     response = invoke("StartFunction", load_event("start.json"))
 
+    name = response["cookies"][0].split("=", 1)[0]
+    assert name == binding_cookie_name(authorise_query(response)["state"])
     attributes = [part.strip() for part in response["cookies"][0].split(";")[1:]]
     assert set(attributes) == {
         "Max-Age=600",

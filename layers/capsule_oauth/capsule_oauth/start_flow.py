@@ -5,6 +5,7 @@ Kept free of ``requests`` so the start function's cold start stays small.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
@@ -55,10 +56,16 @@ def safe_return_to(value: str | None) -> str | None:
     return value
 
 
-def binding_cookie(nonce: str, *, path: str, max_age: int) -> str:
+def binding_cookie_name(state: str) -> str:
+    """One cookie per sign-in, named after its state: two tabs starting at once both finish."""
+    return f"{BINDING_COOKIE}_{hashlib.sha256(state.encode()).hexdigest()[:16]}"
+
+
+def binding_cookie(state: str, nonce: str, *, path: str, max_age: int) -> str:
     # Path limited to the callback: the nonce travels only where it is checked.
     return (
-        f"{BINDING_COOKIE}={nonce}; Max-Age={max_age}; Path={path}; HttpOnly; Secure; SameSite=Lax"
+        f"{binding_cookie_name(state)}={nonce}; Max-Age={max_age}; Path={path};"
+        " HttpOnly; Secure; SameSite=Lax"
     )
 
 
@@ -92,6 +99,9 @@ def start_authorization(
     return StartResult(
         authorise_url=f"{settings.capsule_base_url}/oauth/authorise?{urlencode(query)}",
         binding_cookie=binding_cookie(
-            nonce, path=urlsplit(callback).path or "/", max_age=settings.state_ttl_seconds
+            record.state,
+            nonce,
+            path=urlsplit(callback).path or "/",
+            max_age=settings.state_ttl_seconds,
         ),
     )
