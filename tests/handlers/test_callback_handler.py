@@ -421,6 +421,9 @@ def test_identity_lookup_failure_saves_nothing(
 
     assert response["statusCode"] == 502
     assert connection_items(stack) == []
+    (given_back,) = fake_capsule.revoke_requests  # no live grant left that nobody holds
+    assert given_back["token_type_hint"] == "refresh_token"
+    assert fake_capsule.refresh_tokens == {}
 
 
 def test_rotated_client_secret_is_read_again_once_on_invalid_client(
@@ -463,6 +466,20 @@ def test_dynamodb_failure_while_saving_gives_a_page_not_a_crash(
 
     assert response["statusCode"] == 500
     assert "nothing was saved" in response["body"]
+    assert len(fake_capsule.revoke_requests) == 1
+    assert fake_capsule.refresh_tokens == {}
+
+
+def test_a_failed_give_back_does_not_hide_the_first_error(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    fake_capsule.api_faults.append(_json(500, {"message": "boom"}))
+    fake_capsule.revoke_faults.append(requests.ConnectionError("down"))
+
+    response = connect(invoke, fake_capsule)
+
+    assert response["statusCode"] == 502
+    assert "Capsule is unavailable" in response["body"]
 
 
 # --- races ----------------------------------------------------------------------------

@@ -169,6 +169,55 @@ def _identity(settings: Settings, tokens: capsule.TokenResponse) -> connections.
     )
 
 
+def _save(settings: Settings, tokens: capsule.TokenResponse) -> tuple[connections.Identity, bool]:
+    """Learn who connected and store their tokens; True when the connection existed."""
+    if tokens.refresh_token is None:
+        raise capsule.CapsuleBadResponse("Capsule token response has no refresh_token")
+    identity = _identity(settings, tokens)
+    now = int(time.time())
+    expires_at = now + tokens.expires_in
+    sealed = crypto.seal(
+        settings.token_key_id,
+        identity.connection_id,
+        crypto.TokenPair(tokens.access_token, tokens.refresh_token),
+    )
+    existed = connections.save_authorized(
+        settings.connections_table,
+        identity,
+        tokens=sealed,
+        expires_at=expires_at,
+        scope=tokens.scope or settings.scope,
+        refresh_due_at=connections.refresh_due_at(
+            expires_at, tokens.expires_in, settings.refresh_lead_seconds
+        ),
+        now=now,
+    )
+    return identity, existed
+
+
+def _give_back(settings: Settings, tokens: capsule.TokenResponse) -> None:
+    """Best effort: revoke a grant we cannot keep. Failing here must not hide the first error."""
+    token, hint = (
+        (tokens.refresh_token, "refresh_token")
+        if tokens.refresh_token
+        else (tokens.access_token, "access_token")
+    )
+    try:
+        with_client_credentials(
+            settings,
+            lambda credentials: capsule.revoke(
+                settings.capsule_base_url,
+                credentials,
+                token=token,
+                token_type_hint=hint,
+                timeout=settings.http_timeout_seconds,
+            ),
+            rejected=capsule.InvalidClient,
+        )
+    except Exception as error:  # already failing: say so and go on
+        logger.warning("Could not revoke the unused grant", extra={"error": type(error).__name__})
+
+
 def complete_authorization(
     settings: Settings, *, params: dict[str, str], binding_nonce: str | None
 ) -> Connected:
@@ -206,32 +255,20 @@ def complete_authorization(
             ),
             rejected=capsule.InvalidClient,
         )
-        if tokens.refresh_token is None:
-            raise capsule.CapsuleBadResponse("Capsule token response has no refresh_token")
-        refresh_token = tokens.refresh_token
-        identity = _identity(settings, tokens)
     except capsule.CapsuleError as error:
         logger.warning("Capsule refused or failed the authorization", extra={"error": str(error)})
         raise _capsule_failure(error, state.return_to) from None
 
-    now = int(time.time())
-    expires_at = now + tokens.expires_in
-    sealed = crypto.seal(
-        settings.token_key_id,
-        identity.connection_id,
-        crypto.TokenPair(tokens.access_token, refresh_token),
-    )
-    existed = connections.save_authorized(
-        settings.connections_table,
-        identity,
-        tokens=sealed,
-        expires_at=expires_at,
-        scope=tokens.scope or settings.scope,
-        refresh_due_at=connections.refresh_due_at(
-            expires_at, tokens.expires_in, settings.refresh_lead_seconds
-        ),
-        now=now,
-    )
+    try:
+        identity, existed = _save(settings, tokens)
+    except BaseException as error:
+        # Capsule granted tokens we could not keep: give them back rather than leave a live
+        # grant nobody holds. The person starts again and gets a fresh one.
+        _give_back(settings, tokens)
+        if isinstance(error, capsule.CapsuleError):
+            logger.warning("Connecting failed after the exchange", extra={"error": str(error)})
+            raise _capsule_failure(error, state.return_to) from None
+        raise
     logger.info(
         "Capsule account connected",
         extra={"connection_id": identity.connection_id, "reconnected": existed},

@@ -270,12 +270,17 @@ REVOKE_PATHS = ("/oauth/revoke", "/oauth/token/revoke")
 
 
 def revoke(
-    base_url: str, credentials: ClientCredentials, *, refresh_token: str, timeout: float
+    base_url: str,
+    credentials: ClientCredentials,
+    *,
+    token: str,
+    token_type_hint: str = "refresh_token",  # noqa: S107 - an RFC 7009 hint name
+    timeout: float,
 ) -> None:
-    """RFC 7009: revoke the grant behind ``refresh_token``. An unknown token counts as done."""
+    """RFC 7009: revoke the grant behind ``token``. An unknown token counts as done."""
     body = {
-        "token": refresh_token,
-        "token_type_hint": "refresh_token",
+        "token": token,
+        "token_type_hint": token_type_hint,
         "client_id": credentials.client_id,
         "client_secret": credentials.client_secret,
     }

@@ -48,7 +48,7 @@ def disconnect(connection_id: str, *, settings: Settings | None = None) -> Conne
                 lambda credentials: capsule.revoke(
                     settings.capsule_base_url,
                     credentials,
-                    refresh_token=stored.refresh_token,
+                    token=stored.refresh_token,
                     timeout=settings.http_timeout_seconds,
                 ),
                 rejected=capsule.InvalidClient,
