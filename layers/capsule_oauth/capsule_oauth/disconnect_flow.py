@@ -36,7 +36,7 @@ def disconnect(connection_id: str, *, settings: Settings | None = None) -> Conne
             f"connection {connection_id} is being refreshed; try again shortly"
         ) from None
     if current is None:
-        raise ConnectionNotFound(f"no Capsule connection {connection_id!r}")
+        raise ConnectionNotFound(f"no Capsule connection {connection_id!r}; nothing to disconnect")
     try:
         if current.status == connections.DISCONNECTED:
             connections.release_lease(table, connection_id, owner=owner)

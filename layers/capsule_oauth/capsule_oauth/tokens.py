@@ -24,6 +24,10 @@ class ConnectionNotFound(LookupError):
     """No connection with this id: connect the Capsule account first."""
 
 
+def _not_found(connection_id: str) -> ConnectionNotFound:
+    return ConnectionNotFound(f"no Capsule connection {connection_id!r}; connect it first")
+
+
 class ReauthorizationRequired(RuntimeError):
     """The person must connect the Capsule account again (revoked, expired or disconnected)."""
 
@@ -87,7 +91,7 @@ def _from_connection(settings: Settings, connection: Connection) -> AccessToken:
 
 def _check_active(connection_id: str, connection: Connection | None) -> Connection:
     if connection is None:
-        raise ConnectionNotFound(f"no Capsule connection {connection_id!r}; connect it first")
+        raise _not_found(connection_id)
     if connection.status != connections.ACTIVE:
         raise ReauthorizationRequired(connection_id, connection.status)
     return connection
@@ -139,16 +143,17 @@ def renew(
         result = refresh_flow.refresh_connection(
             settings, connection_id, owner=owner, needs_refresh=needs_refresh
         )
-        report = RunReport()
-        report.add(result)
-        refresh_flow.emit_metrics(report)
+        if result.outcome is not Outcome.CONTENDED:  # waiting for another holder is no failure
+            report = RunReport()
+            report.add(result)
+            refresh_flow.emit_metrics(report)
         if result.outcome is Outcome.REFRESHED and result.connection and result.access_token:
             token = AccessToken(
                 result.access_token, result.connection.version, result.connection.expires_at
             )
             return _remember(connection_id, token)
         if result.outcome is Outcome.MISSING:
-            _check_active(connection_id, None)
+            raise _not_found(connection_id)
         if result.outcome in (Outcome.REAUTH_REQUIRED, Outcome.INACTIVE):
             raise ReauthorizationRequired(
                 connection_id, result.connection.status if result.connection else "needs_reauth"
