@@ -11,9 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from capsule_oauth import capsule, connections, crypto, states
+from capsule_oauth import capsule, connections, crypto, oauth, states
 from capsule_oauth.config import Settings
-from capsule_oauth.credentials import with_client_credentials
 from capsule_oauth.observability import logger
 
 _CODE_PATTERN = re.compile(r"^[\x21-\x7e]{1,1024}$")
@@ -203,17 +202,7 @@ def _give_back(settings: Settings, tokens: capsule.TokenResponse) -> None:
         else (tokens.access_token, "access_token")
     )
     try:
-        with_client_credentials(
-            settings,
-            lambda credentials: capsule.revoke(
-                settings.capsule_base_url,
-                credentials,
-                token=token,
-                token_type_hint=hint,
-                timeout=settings.http_timeout_seconds,
-            ),
-            rejected=capsule.InvalidClient,
-        )
+        oauth.revoke(settings, token=token, token_type_hint=hint)
     except Exception as error:  # already failing: say so and go on
         logger.warning("Could not revoke the unused grant", extra={"error": type(error).__name__})
 
@@ -243,17 +232,11 @@ def complete_authorization(
         raise _state_failure(error) from None
 
     try:
-        tokens = with_client_credentials(
+        tokens = oauth.exchange_code(
             settings,
-            lambda credentials: capsule.exchange_code(
-                settings.capsule_base_url,
-                credentials,
-                code=code,
-                redirect_uri=state.redirect_uri,
-                code_verifier=state.code_verifier,
-                timeout=settings.http_timeout_seconds,
-            ),
-            rejected=capsule.InvalidClient,
+            code=code,
+            redirect_uri=state.redirect_uri,
+            code_verifier=state.code_verifier,
         )
     except capsule.CapsuleError as error:
         logger.warning("Capsule refused or failed the authorization", extra={"error": str(error)})

@@ -9,10 +9,9 @@ from __future__ import annotations
 import time
 import uuid
 
-from capsule_oauth import capsule, config, connections, crypto
+from capsule_oauth import config, connections, crypto, oauth
 from capsule_oauth.config import Settings
 from capsule_oauth.connections import Connection
-from capsule_oauth.credentials import with_client_credentials
 from capsule_oauth.observability import count, logger
 from capsule_oauth.tokens import ConnectionNotFound, TokenUnavailable, forget
 
@@ -43,16 +42,7 @@ def disconnect(connection_id: str, *, settings: Settings | None = None) -> Conne
             return current
         if current.tokens:
             stored = crypto.unseal(settings.token_key_id, connection_id, current.tokens)
-            with_client_credentials(
-                settings,
-                lambda credentials: capsule.revoke(
-                    settings.capsule_base_url,
-                    credentials,
-                    token=stored.refresh_token,
-                    timeout=settings.http_timeout_seconds,
-                ),
-                rejected=capsule.InvalidClient,
-            )
+            oauth.revoke(settings, token=stored.refresh_token)
     except BaseException:
         connections.release_lease(table, connection_id, owner=owner)
         raise

@@ -17,10 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from capsule_oauth import capsule, connections, crypto
+from capsule_oauth import capsule, connections, crypto, oauth
 from capsule_oauth.config import Settings
 from capsule_oauth.connections import Connection
-from capsule_oauth.credentials import with_client_credentials
 from capsule_oauth.observability import count, count_by, logger
 
 
@@ -95,16 +94,7 @@ def _refresh_leased(
     cid = current.connection_id
     try:
         stored = crypto.unseal(settings.token_key_id, cid, current.tokens)
-        answer = with_client_credentials(
-            settings,
-            lambda credentials: capsule.refresh(
-                settings.capsule_base_url,
-                credentials,
-                refresh_token=stored.refresh_token,
-                timeout=settings.http_timeout_seconds,
-            ),
-            rejected=capsule.InvalidClient,
-        )
+        answer = oauth.refresh(settings, refresh_token=stored.refresh_token)
     except capsule.InvalidGrant as error:
         try:
             updated = connections.mark_needs_reauth(
