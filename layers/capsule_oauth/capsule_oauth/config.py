@@ -63,7 +63,7 @@ class Settings:
     state_ttl_seconds: int = 600
     pkce_enabled: bool = True
     redirect_uri: str | None = None
-    http_timeout_seconds: float = 10.0
+    http_timeout_seconds: float = 8.0
     credentials_max_age_seconds: int = 300
     refresh_lead_seconds: int = 86_400
     refresh_concurrency: int = 8
