@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from bench.common import BUILD_DIR, FUNCTIONS_DIR, LAYER_DIR, ROOT, Row, median, verdict
+from bench.common import BUILD_DIR, FUNCTIONS_DIR, LAYER_DIR, ROOT, SKIP, Row, median, verdict
 
 SECTION = "cold import"
 BUILT_LAYER = BUILD_DIR / "CapsuleOAuthLayer" / "python"
@@ -255,7 +255,8 @@ def run(repetitions: int, *, warm_up: bool) -> list[Row]:
                 f"{spec.logical_id} import (handler / floor / own)",
                 f"{handler_ms:.1f} / {floor_ms:.1f} / {own:+.1f} ms (layer modules {layer_ms:.1f})",
                 f"own <= {OWN_TARGET_MS:.0f} ms",
-                verdict(own <= OWN_TARGET_MS),
+                # One sample on a busy machine says nothing about a 20 ms target.
+                verdict(own <= OWN_TARGET_MS) if repetitions >= 5 else SKIP,
                 value=round(own, 2),
                 unit="ms",
                 detail={
