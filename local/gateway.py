@@ -236,7 +236,7 @@ class Gateway:
 
 _CSS = """
 body{font:15px/1.5 system-ui,sans-serif;margin:0;background:#f4f6f8;color:#1d2630}
-main{max-width:52rem;margin:6vh auto;padding:2rem;background:#fff;border-radius:12px;
+main{max-width:62rem;margin:6vh auto;padding:2rem;background:#fff;border-radius:12px;
 box-shadow:0 8px 24px rgba(0,0,0,.06)}
 h1{font-size:1.5rem;margin-top:0}table{border-collapse:collapse;width:100%;margin:1rem 0}
 th,td{text-align:left;padding:.45rem .6rem;border-bottom:1px solid #e5e7eb;font-size:.9rem}
@@ -245,7 +245,7 @@ background:#2563eb;color:#fff;text-decoration:none;font-weight:600;cursor:pointe
 h2{font-size:1.1rem;margin-top:1.5rem}th{white-space:nowrap}
 button.secondary{background:#475569}.note{color:#56606b;font-size:.85rem}
 .status-active{color:#1f7a3f}.status-needs_reauth{color:#a8321e}form{display:inline}
-.actions form+form{margin-left:.4rem}
+.actions{white-space:nowrap}.actions form+form{margin-left:.4rem}
 """
 
 
