@@ -23,7 +23,6 @@ class CapsuleError(Exception):
     """Capsule could not do what was asked. ``kind`` names the class of failure for metrics."""
 
     kind = "CapsuleError"
-    transient = True
 
 
 class CapsuleUnavailable(CapsuleError):
@@ -59,7 +58,6 @@ class OAuthError(CapsuleError):
     """The token endpoint refused the request (RFC 6749 section 5.2)."""
 
     kind = "OAuthError"
-    transient = False
 
     def __init__(self, error: str, status: int) -> None:
         super().__init__(f"Capsule token endpoint answered {status} {error}")
@@ -83,7 +81,6 @@ class CapsuleAPIError(CapsuleError):
     """An API v2 call failed with a 4xx that retrying will not fix."""
 
     kind = "APIError"
-    transient = False
 
     def __init__(self, status: int, message: str, errors: list[Any] | None = None) -> None:
         super().__init__(f"Capsule API answered {status}: {message}")

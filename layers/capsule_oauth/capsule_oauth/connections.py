@@ -29,8 +29,6 @@ DISCONNECTED = "disconnected"
 BACKOFF_BASE_SECONDS = 900
 BACKOFF_MAX_SECONDS = 6 * 3600
 
-Item = dict[str, "AttributeValueTypeDef"]
-
 
 def connection_id_for(subdomain: str, user_id: str) -> str:
     """The same Capsule user on the same Capsule site is always the same connection."""
@@ -200,9 +198,8 @@ def due_ids(table: str, *, now: int, page_size: int = 500) -> Iterator[str]:
 class LeaseNotAcquired(Exception):
     """Another worker holds the refresh lease of this connection."""
 
-    def __init__(self, connection_id: str, owner: str | None) -> None:
+    def __init__(self, connection_id: str) -> None:
         super().__init__(f"connection {connection_id} is being refreshed by another worker")
-        self.holder = owner
 
 
 def acquire_lease(
@@ -235,7 +232,7 @@ def acquire_lease(
         existing = cast(dict[str, Any], failure.response).get("Item")
         if not existing:
             return None
-        raise LeaseNotAcquired(connection_id, existing.get("lease_owner", {}).get("S")) from None
+        raise LeaseNotAcquired(connection_id) from None
     return Connection.from_item(response["Attributes"])
 
 
