@@ -11,13 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.common import Row, verdict
-from bench.harness import BenchStack, approve, local_stack
+from bench.harness import BenchStack, approve, bench_stack
 from bench.instrument import Call, Recorder, aws_names, capsule_names, installed
 from capsule_oauth import aws, refresh_flow, tokens
 from capsule_oauth.tokens import get_access_token
 from local.capsule_emulator import DEFAULT_ACCOUNTS, Account
-from local.lambda_container import reset_caches
-from local.stack import Handler, LambdaContext, load_event, load_handler
+from local.lambda_container import LambdaFunction, reset_caches
+from local.stack import load_event
 
 SECTION = "calls per flow"
 
@@ -59,18 +59,14 @@ class _Flows:
     def __init__(self, local: BenchStack, recorder: Recorder) -> None:
         self.local = local
         self.recorder = recorder
-        template = local.template
-        self.specs = {
-            name: template.function(name) for name in ("StartFunction", "CallbackFunction")
-        }
-        self.handlers: dict[str, Handler] = {
-            name: load_handler(spec) for name, spec in self.specs.items()
+        # Each handler is imported once, before anything is counted, as a container does.
+        self.functions = {
+            name: LambdaFunction.of(local.template, name)
+            for name in ("StartFunction", "CallbackFunction")
         }
 
     def invoke(self, name: str, event: dict[str, Any]) -> dict[str, Any]:
-        response: dict[str, Any] = self.handlers[name](
-            event, LambdaContext.for_function(self.specs[name])
-        )
+        response: dict[str, Any] = self.functions[name].invoke(event)
         return response
 
     def recorded(self, action: Callable[[], object]) -> list[Call]:
@@ -121,7 +117,7 @@ class _Flows:
 def run() -> list[Row]:
     recorder = Recorder()
     first, second = DEFAULT_ACCOUNTS[0], DEFAULT_ACCOUNTS[1]
-    with local_stack() as local:
+    with bench_stack() as local:
         recorder.capsule_base_url = local.emulator.url
         with installed(recorder):
             flows = _Flows(local, recorder)

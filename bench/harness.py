@@ -17,8 +17,8 @@ from capsule_oauth import config
 from capsule_oauth.config import Settings
 from local import consent
 from local.capsule_emulator import Account, CapsuleEmulator
-from local.lambda_container import atomic_dynamodb, reset_caches
-from local.stack import Stack, Template, create_stack
+from local.lambda_container import reset_caches
+from local.stack import Stack, Template, atomic_dynamodb, create_stack
 
 
 @dataclass
@@ -33,7 +33,7 @@ class BenchStack:
 
 
 @contextlib.contextmanager
-def local_stack(accounts: Iterable[Account] | None = None) -> Iterator[BenchStack]:
+def bench_stack(accounts: Iterable[Account] | None = None) -> Iterator[BenchStack]:
     """moto + the emulator + the function environment; everything undone on the way out."""
     emulator = CapsuleEmulator(accounts=accounts)
     saved = dict(os.environ)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import SKIP, Row, verdict
-from bench.harness import BenchStack, local_stack
+from bench.harness import BenchStack, bench_stack
 from bench.instrument import Recorder, installed
 from capsule_oauth import aws, connections, crypto, refresh_flow
 from capsule_oauth.config import Settings
@@ -217,7 +217,7 @@ class ScaleResult:
 
 def measure(total: int, due: int, concurrencies: Sequence[int], latency: float) -> ScaleResult:
     recorder = Recorder()
-    with local_stack(accounts=[_ACCOUNT]) as local:
+    with bench_stack(accounts=[_ACCOUNT]) as local:
         recorder.capsule_base_url = local.emulator.url
         seeded = time.perf_counter()
         seed_idle(local, total - due)

@@ -9,7 +9,7 @@ import sys
 import threading
 from types import FrameType
 
-from local.runtime import LocalStack, PortBusy, Ports
+from local.deployment import LocalDeployment, PortBusy, Ports
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         ports = Ports(
             ports.gateway or free.gateway, ports.aws or free.aws, ports.capsule or free.capsule
         )
-    stack = LocalStack(
+    stack = LocalDeployment(
         ports=ports,
         access_token_lifetime=args.expires_in,
         write_state_file=not args.no_state_file,

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 
 from local.consent import approve
-from local.runtime import LocalStack, Ports
+from local.deployment import LocalDeployment, Ports
 
 
 def _when(epoch: int) -> str:
@@ -29,7 +29,7 @@ def _fact(text: str) -> None:
     print(f"   - {text}")
 
 
-def run_demo(stack: LocalStack) -> None:
+def run_demo(stack: LocalDeployment) -> None:
     from capsule_oauth import CapsuleClient, config, connections, refresh_flow
 
     http = requests.Session()
@@ -85,7 +85,9 @@ def run_demo(stack: LocalStack) -> None:
 
 
 def main() -> int:
-    stack = LocalStack(ports=Ports.any_free(), schedule=False, write_state_file=False, quiet=True)
+    stack = LocalDeployment(
+        ports=Ports.any_free(), schedule=False, write_state_file=False, quiet=True
+    )
     stack.start()
     print(f"Local stack up: gateway {stack.url}, Capsule emulator {stack.capsule_base_url}")
     try:

@@ -14,16 +14,14 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from local.lambda_container import Invoke
 from local.stack import ACCOUNT, Route
-
-Invoke = Callable[[str, dict[str, Any]], Any]
 
 
 def http_api_event(

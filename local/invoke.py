@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from local.runtime import LocalStack, Ports, port_in_use, read_state_file
-from local.stack import REGION, LambdaContext, Stack, Template, load_handler
+from local.deployment import LocalDeployment, Ports, port_in_use, read_state_file
+from local.lambda_container import invoke
+from local.stack import REGION, Stack, Template
 
 
 def _redacted(result: Any) -> Any:
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     running = described is not None and port_in_use(
         "127.0.0.1", int(described["aws_endpoint"].rsplit(":", 1)[1])
     )
-    ephemeral: LocalStack | None = None
+    ephemeral: LocalDeployment | None = None
     if running and described is not None:
         print(f"Invoking {logical_id} against the running local stack", file=sys.stderr)
         _attach(described, template, logical_id)
@@ -72,11 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"No local stack running: starting one for this invoke of {logical_id}", file=sys.stderr
         )
-        ephemeral = LocalStack(ports=Ports.any_free(), schedule=False, write_state_file=False)
+        ephemeral = LocalDeployment(ports=Ports.any_free(), schedule=False, write_state_file=False)
         ephemeral.start()
     try:
-        spec = template.function(logical_id)
-        result = load_handler(spec)(event, LambdaContext.for_function(spec))
+        result = invoke(template, logical_id, event)
     finally:
         if ephemeral is not None:
             ephemeral.stop()

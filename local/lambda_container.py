@@ -1,29 +1,108 @@
-"""What the tests, the bench and the local stack share about running the handlers here.
+"""One way to run a function of template.yaml here as Lambda runs it.
+
+``LambdaFunction`` loads a function's handler from the file template.yaml names, with the
+function's layers where Lambda mounts them (``/opt/python``: here, on ``sys.path``), and
+calls it with a ``LambdaContext`` carrying the function's name, memory and time budget.
+The tests, the bench, ``make local`` and ``make invoke`` all run handlers through it.
 
 A Lambda container keeps module-level caches between invocations (clients, settings, the
 client secret, decrypted tokens); ``reset_caches`` gives a new, cold container.
-``atomic_dynamodb`` makes moto's single-request writes atomic across threads, as
-DynamoDB's are.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Callable, Iterator
+import importlib.util
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-# The operations a racing test or bench sends concurrently. moto evaluates a condition and
-# applies a write in separate steps, and pages a Query while other threads move items.
-_ATOMIC = (
-    "put_item",
-    "update_item",
-    "delete_item",
-    "get_item",
-    "query",
-    "scan",
-    "batch_write_item",
-)
+from local.stack import ACCOUNT, REGION, FunctionSpec, Template
+
+Handler = Callable[[dict[str, Any], Any], Any]
+# Runs a function, named by its logical id in template.yaml, on an event.
+Invoke = Callable[[str, dict[str, Any]], Any]
+
+
+@dataclass
+class LambdaContext:
+    """What Lambda passes as ``context``: enough for Powertools and the time budget."""
+
+    function_name: str
+    timeout_seconds: float
+    memory_limit_in_mb: int = 256
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    function_version: str = "$LATEST"
+    log_group_name: str = "/aws/lambda/local"
+    log_stream_name: str = "local"
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        left = self.timeout_seconds - (time.monotonic() - self.started)
+        return max(int(left * 1000), 0)
+
+    @classmethod
+    def for_function(cls, spec: FunctionSpec, **overrides: Any) -> LambdaContext:
+        return cls(
+            function_name=spec.logical_id,
+            timeout_seconds=spec.timeout,
+            memory_limit_in_mb=spec.memory_mb,
+            **overrides,
+        )
+
+
+def mount_layers(spec: FunctionSpec) -> None:
+    """Put the function's layers on sys.path, as Lambda mounts them on /opt/python."""
+    for layer_dir in spec.layer_dirs:
+        if str(layer_dir) not in sys.path and str(layer_dir.resolve()) not in sys.path:
+            sys.path.append(str(layer_dir))
+
+
+def load_handler(spec: FunctionSpec) -> Handler:
+    """Import the function's handler module from its file, as Lambda does, under its own name.
+
+    Every function's module is called ``app``; each gets a distinct name in sys.modules, and
+    is imported once per process, as a warm container keeps it.
+    """
+    mount_layers(spec)
+    name = f"_handler_{spec.logical_id}"
+    module = sys.modules.get(name)
+    if module is None:
+        loader_spec = importlib.util.spec_from_file_location(name, spec.handler_path)
+        if loader_spec is None or loader_spec.loader is None:
+            raise ImportError(f"cannot load {spec.handler_path}")
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[name] = module
+        loader_spec.loader.exec_module(module)
+    handler: Handler = getattr(module, spec.attribute)
+    return handler
+
+
+class LambdaFunction:
+    """A function of template.yaml, its handler loaded: ``invoke`` runs it on one event."""
+
+    def __init__(self, spec: FunctionSpec) -> None:
+        self.spec = spec
+        self.handler = load_handler(spec)
+
+    @classmethod
+    def of(cls, template: Template, logical_id: str) -> LambdaFunction:
+        return cls(template.function(logical_id))
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        """The handler's answer to ``event``, with a fresh context as each invocation gets."""
+        return self.handler(event, LambdaContext.for_function(self.spec))
+
+
+def invoke(template: Template, logical_id: str, event: dict[str, Any]) -> Any:
+    """Run the function template.yaml names ``logical_id`` on ``event``, as Lambda would."""
+    return LambdaFunction.of(template, logical_id).invoke(event)
 
 
 def reset_caches() -> None:
@@ -42,34 +121,3 @@ def reset_caches() -> None:
     # Providers hold boto3 clients bound to the mock they were made under.
     parameter_providers.DEFAULT_PROVIDERS.clear()  # type: ignore[attr-defined]
     metrics.clear_metrics()
-
-
-@contextlib.contextmanager
-def atomic_dynamodb() -> Iterator[None]:
-    """One DynamoDB request at a time inside moto, as DynamoDB applies each one atomically.
-
-    Without it, racing threads can both pass a condition (two lease holders) or a paged
-    Query can return an item twice; real DynamoDB does neither. moto runs under the GIL
-    anyway, so the lock costs no parallelism.
-    """
-    from moto.dynamodb.models import DynamoDBBackend
-
-    lock = threading.RLock()
-    originals: dict[str, Callable[..., Any]] = {
-        name: vars(DynamoDBBackend)[name] for name in _ATOMIC
-    }
-
-    def locked(original: Callable[..., Any]) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            with lock:
-                return original(*args, **kwargs)
-
-        return call
-
-    for name, original in originals.items():
-        setattr(DynamoDBBackend, name, locked(original))
-    try:
-        yield
-    finally:
-        for name, original in originals.items():
-            setattr(DynamoDBBackend, name, original)

@@ -1,19 +1,19 @@
 """template.yaml as data, and the stack it describes created on moto.
 
-The tests and the local stack both build DynamoDB tables, the KMS key and the secret from
-the template's own resource definitions, and run each function's handler with the
-environment the template gives it, so neither can drift from what is deployed.
+The tests, the bench and the local stack all build DynamoDB tables, the KMS key and the
+secret from the template's own resource definitions, and give each function the
+environment the template gives it, so none can drift from what is deployed. Running a
+function's handler is local/lambda_container.py's job.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import contextlib
 import json
 import re
-import sys
-import time
+import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,6 @@ TEMPLATE_PATH = ROOT / "template.yaml"
 EVENTS = ROOT / "events"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
-
-Handler = Callable[[dict[str, Any], Any], Any]
 
 
 class _CloudFormationLoader(yaml.SafeLoader):
@@ -292,58 +290,45 @@ def create_stack(
     return stack
 
 
-def mount_layers(spec: FunctionSpec) -> None:
-    """Put the function's layers on sys.path, as Lambda mounts them on /opt/python."""
-    for layer_dir in spec.layer_dirs:
-        if str(layer_dir) not in sys.path and str(layer_dir.resolve()) not in sys.path:
-            sys.path.append(str(layer_dir))
+# The operations a racing test or bench sends concurrently. moto evaluates a condition and
+# applies a write in separate steps, and pages a Query while other threads move items.
+_ATOMIC = (
+    "put_item",
+    "update_item",
+    "delete_item",
+    "get_item",
+    "query",
+    "scan",
+    "batch_write_item",
+)
 
 
-def load_handler(spec: FunctionSpec) -> Handler:
-    """Import the function's handler module from its file, as Lambda does, under its own name.
+@contextlib.contextmanager
+def atomic_dynamodb() -> Iterator[None]:
+    """One DynamoDB request at a time inside moto, as DynamoDB applies each one atomically.
 
-    Every function's module is called ``app``; each gets a distinct name in sys.modules.
+    Without it, racing threads can both pass a condition (two lease holders) or a paged
+    Query can return an item twice; real DynamoDB does neither. moto runs under the GIL
+    anyway, so the lock costs no parallelism.
     """
-    mount_layers(spec)
-    name = f"_handler_{spec.logical_id}"
-    module = sys.modules.get(name)
-    if module is None:
-        loader_spec = importlib.util.spec_from_file_location(name, spec.handler_path)
-        if loader_spec is None or loader_spec.loader is None:
-            raise ImportError(f"cannot load {spec.handler_path}")
-        module = importlib.util.module_from_spec(loader_spec)
-        sys.modules[name] = module
-        loader_spec.loader.exec_module(module)
-    handler: Handler = getattr(module, spec.attribute)
-    return handler
+    from moto.dynamodb.models import DynamoDBBackend
 
+    lock = threading.RLock()
+    originals: dict[str, Callable[..., Any]] = {
+        name: vars(DynamoDBBackend)[name] for name in _ATOMIC
+    }
 
-@dataclass
-class LambdaContext:
-    """What Lambda passes as ``context``: enough for Powertools and the time budget."""
+    def locked(original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return original(*args, **kwargs)
 
-    function_name: str
-    timeout_seconds: float
-    memory_limit_in_mb: int = 256
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    function_version: str = "$LATEST"
-    log_group_name: str = "/aws/lambda/local"
-    log_stream_name: str = "local"
-    started: float = field(default_factory=time.monotonic)
+        return call
 
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        left = self.timeout_seconds - (time.monotonic() - self.started)
-        return max(int(left * 1000), 0)
-
-    @classmethod
-    def for_function(cls, spec: FunctionSpec, **overrides: Any) -> LambdaContext:
-        return cls(
-            function_name=spec.logical_id,
-            timeout_seconds=spec.timeout,
-            memory_limit_in_mb=spec.memory_mb,
-            **overrides,
-        )
+    for name, original in originals.items():
+        setattr(DynamoDBBackend, name, locked(original))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(DynamoDBBackend, name, original)

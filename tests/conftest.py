@@ -11,6 +11,7 @@ os.environ.update(
     POWERTOOLS_METRICS_NAMESPACE="CapsuleConnector",
 )
 
+import functools
 import io
 import json
 import logging
@@ -18,9 +19,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 import responses
@@ -28,18 +28,13 @@ from moto import mock_aws
 
 from capsule_oauth import config
 from capsule_oauth.observability import logger
-from local.lambda_container import atomic_dynamodb, reset_caches
-from local.stack import (
-    ROOT,
-    LambdaContext,
-    Stack,
-    Template,
-    create_stack,
-    load_handler,
-)
+from local import lambda_container
+from local.lambda_container import reset_caches
+from local.stack import ROOT, Stack, Template, atomic_dynamodb, create_stack
 from tests.capsule_fake import CLIENT_ID, CLIENT_SECRET, FakeCapsule
 
 CAPSULE_URL = "https://capsule.test"
+Invoke = lambda_container.Invoke
 
 
 @pytest.fixture(autouse=True)
@@ -85,19 +80,10 @@ def fake_capsule() -> Iterator[FakeCapsule]:
         yield FakeCapsule(mock, CAPSULE_URL)
 
 
-Invoke = Callable[[str, dict[str, Any]], Any]
-
-
 @pytest.fixture
 def invoke(template: Template, stack: Stack) -> Invoke:
     """Run a function's handler, named by its logical id in template.yaml, on an event."""
-
-    def run(logical_id: str, event: dict[str, Any]) -> Any:
-        spec = template.function(logical_id)
-        handler = load_handler(spec)
-        return handler(event, LambdaContext.for_function(spec))
-
-    return run
+    return functools.partial(lambda_container.invoke, template)
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """The whole stack on one machine: moto server, the Capsule emulator, the gateway, the schedule.
 
-Resources come from template.yaml (local/stack.py); handlers run in this process with their
-template environment, against moto over HTTP. Real Capsule instead of the emulator: set
-CAPSULE_BASE_URL, CAPSULE_CLIENT_ID and CAPSULE_CLIENT_SECRET.
+Resources come from template.yaml (local/stack.py); handlers run in this process
+(local/lambda_container.py) with their template environment, against moto over HTTP.
+Real Capsule instead of the emulator: set CAPSULE_BASE_URL, CAPSULE_CLIENT_ID and
+CAPSULE_CLIENT_SECRET.
 """
 
 from __future__ import annotations
@@ -22,17 +23,8 @@ import boto3
 
 from local.capsule_emulator import CapsuleEmulator
 from local.gateway import Gateway, LocalControl
-from local.stack import (
-    REGION,
-    ROOT,
-    LambdaContext,
-    Stack,
-    Template,
-    create_stack,
-    load_event,
-    load_handler,
-    mount_layers,
-)
+from local.lambda_container import LambdaFunction, mount_layers
+from local.stack import REGION, ROOT, Stack, Template, create_stack, load_event
 from local.stack import schedule_seconds as parse_schedule
 
 STATE_FILE = ROOT / ".local" / "stack.json"
@@ -74,7 +66,7 @@ class PortBusy(RuntimeError):
 
 
 @dataclass
-class LocalStack(LocalControl):
+class LocalDeployment(LocalControl):
     """Start with ``start()``; ``url`` is what a person opens; ``stop()`` ends everything."""
 
     ports: Ports = field(default_factory=Ports)
@@ -107,7 +99,7 @@ class LocalStack(LocalControl):
             return self.emulator.url
         return os.environ["CAPSULE_BASE_URL"].rstrip("/")
 
-    def start(self) -> LocalStack:
+    def start(self) -> LocalDeployment:
         for name, port in vars(self.ports).items():
             if port and port_in_use(self.host, port):
                 raise PortBusy(
@@ -191,9 +183,7 @@ class LocalStack(LocalControl):
             STATE_FILE.unlink(missing_ok=True)
 
     def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
-        spec = self.template.function(logical_id)
-        handler = load_handler(spec)
-        return handler(event, LambdaContext.for_function(spec))
+        return LambdaFunction.of(self.template, logical_id).invoke(event)
 
     def _scheduler(self) -> None:
         while not self._stop.wait(self._schedule_seconds):
