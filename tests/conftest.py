@@ -13,28 +13,19 @@ os.environ.update(
 
 import functools
 import io
-import json
 import logging
-import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 import responses
-from moto import mock_aws
 
 from capsule_oauth import config
 from capsule_oauth.observability import logger
 from local import lambda_container
-from local.lambda_container import reset_caches
-from local.stack import ROOT, Stack, Template, atomic_dynamodb, create_stack
-from tests.capsule_fake import CLIENT_ID, CLIENT_SECRET, FakeCapsule
-
-CAPSULE_URL = "https://capsule.test"
-Invoke = lambda_container.Invoke
+from local.lambda_container import Invoke, reset_caches
+from local.stack import Stack, Template, atomic_dynamodb
+from tests.capsule_fake import FakeCapsule
+from tests.support.stacks import CAPSULE_URL, RunningDeployment, run_local_deployment, stack_on_moto
 
 
 @pytest.fixture(autouse=True)
@@ -58,12 +49,7 @@ def template() -> Template:
 @pytest.fixture
 def stack(template: Template, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     """The template's tables, key and secret on moto, and its environment in os.environ."""
-    with mock_aws():
-        created = create_stack(
-            template,
-            client_credentials={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
-            parameters={"CapsuleBaseUrl": CAPSULE_URL},
-        )
+    with stack_on_moto(template) as created:
         for name, value in created.environment("CallbackFunction").items():
             monkeypatch.setenv(name, value)
         yield created
@@ -93,52 +79,11 @@ def atomic_moto() -> Iterator[None]:
         yield
 
 
-@dataclass
-class RunningStack:
-    """``python -m local`` in its own process, as a developer runs it, and what it printed."""
-
-    url: str
-    capsule_url: str
-    output: list[str]
-
-    def printed(self) -> str:
-        return "\n".join(self.output)
-
-
 @pytest.fixture(scope="session")
-def local_stack() -> Iterator[RunningStack]:
-    command = [sys.executable, "-m", "local", "--json", "--no-state-file"]
-    command += ["--port", "0", "--aws-port", "0", "--capsule-port", "0"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CAPSULE_"))}
-    env["PYTHONUNBUFFERED"] = "1"  # log lines arrive as they are written
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert process.stdout is not None
-    first = process.stdout.readline()
-    if not first.startswith("{"):
-        process.kill()
-        pytest.fail(f"the local stack did not start: {first}{process.stdout.read()}")
-    described = json.loads(first)
-    output: list[str] = []
-    drain = threading.Thread(
-        target=lambda: output.extend(iter(process.stdout.readline, "")),  # type: ignore[union-attr]
-        daemon=True,
-    )
-    drain.start()
-    yield RunningStack(described["url"], described["capsule_base_url"], output)
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=15)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    drain.join(timeout=5)
+def local_deployment() -> Iterator[RunningDeployment]:
+    """``make local`` in its own process, shared by the end-to-end and browser tests."""
+    with run_local_deployment() as running:
+        yield running
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from tests.conftest import RunningStack
+from tests.support.stacks import RunningDeployment
 
 pytestmark = pytest.mark.browser
 
@@ -116,7 +116,7 @@ def heading(page: Page) -> str:
     return page.locator("h1").inner_text().strip()
 
 
-def connections(stack: RunningStack) -> dict[str, dict[str, Any]]:
+def connections(stack: RunningDeployment) -> dict[str, dict[str, Any]]:
     listed: list[dict[str, Any]] = requests.get(
         f"{stack.url}/_local/connections", timeout=10
     ).json()
@@ -133,7 +133,7 @@ def connection_row(page: Page, connection_id: str) -> Locator:
 
 def sign_in_at_capsule(
     page: Page,
-    stack: RunningStack,
+    stack: RunningDeployment,
     shoot: Shoot,
     *,
     subdomain: str,
@@ -169,11 +169,11 @@ def sign_in_at_capsule(
 
 
 def test_a_person_connects_capsule_and_refreshes_it(
-    page: Page, context: BrowserContext, local_stack: RunningStack, shoot: Shoot
+    page: Page, context: BrowserContext, local_deployment: RunningDeployment, shoot: Shoot
 ) -> None:
     sign_in_at_capsule(
         page,
-        local_stack,
+        local_deployment,
         shoot,
         subdomain="exampleco",
         username="scott",
@@ -189,7 +189,7 @@ def test_a_person_connects_capsule_and_refreshes_it(
     assert cookie.get("path") == "/auth/callback"
 
     page.locator("#allow").click()
-    page.wait_for_url(f"{local_stack.url}/auth/callback?*")
+    page.wait_for_url(f"{local_deployment.url}/auth/callback?*")
     # Only the browser's cookie proves this browser started the sign-in: success is the
     # round trip working, cross-site redirect from Capsule included.
     assert heading(page) == "Connected to Example Co. as Scott Spacey"
@@ -197,8 +197,8 @@ def test_a_person_connects_capsule_and_refreshes_it(
     shoot(page, "5-success")
     assert binding_cookies(context) == [], "the callback should clear the binding cookie"
 
-    before = connections(local_stack)["exampleco:1"]
-    page.goto(local_stack.url)
+    before = connections(local_deployment)["exampleco:1"]
+    page.goto(local_deployment.url)
     row = connection_row(page, "exampleco:1")
     assert row.count() == 1
     assert row.get_by_test_id("status").inner_text() == "active"
@@ -207,7 +207,7 @@ def test_a_person_connects_capsule_and_refreshes_it(
     shoot(page, "6-landing-connected")
 
     row.get_by_role("button", name="Refresh now").click()
-    page.wait_for_url(f"{local_stack.url}/?refreshed=1")
+    page.wait_for_url(f"{local_deployment.url}/?refreshed=1")
     assert page.locator("#flash").is_visible()
     row = connection_row(page, "exampleco:1")
     last_refresh = row.get_by_test_id("last-refresh").inner_text()
@@ -215,17 +215,17 @@ def test_a_person_connects_capsule_and_refreshes_it(
     assert WHEN.match(last_refresh)
     assert row.get_by_test_id("status").inner_text() == "active"
     shoot(page, "7-after-refresh")
-    after = connections(local_stack)["exampleco:1"]
+    after = connections(local_deployment)["exampleco:1"]
     assert after["version"] == before["version"] + 1
 
 
 def test_a_person_who_denies_access_connects_nothing(
-    page: Page, local_stack: RunningStack, shoot: Shoot
+    page: Page, local_deployment: RunningDeployment, shoot: Shoot
 ) -> None:
-    before = connections(local_stack).get("acme:7")  # other tests share this stack
+    before = connections(local_deployment).get("acme:7")  # other tests share this stack
     sign_in_at_capsule(
         page,
-        local_stack,
+        local_deployment,
         shoot,
         subdomain="acme",
         username="ada",
@@ -234,17 +234,17 @@ def test_a_person_who_denies_access_connects_nothing(
     )
 
     page.locator("#deny").click()
-    page.wait_for_url(f"{local_stack.url}/auth/callback?*")
+    page.wait_for_url(f"{local_deployment.url}/auth/callback?*")
     assert heading(page) == "Access was not allowed"
     assert page.get_by_text("You chose not to allow access in Capsule").is_visible()
     again = page.get_by_role("link", name="Connect Capsule again")
     assert again.is_visible()
     shoot(page, "5-denied")
-    assert connections(local_stack).get("acme:7") == before
+    assert connections(local_deployment).get("acme:7") == before
 
     # The way back works: it starts a new sign-in at Capsule.
     again.click()
-    page.wait_for_url(f"{local_stack.capsule_url}/oauth/authorise?*")
+    page.wait_for_url(f"{local_deployment.capsule_url}/oauth/authorise?*")
     assert heading(page) == "Choose your Capsule account"
 
 
@@ -281,12 +281,12 @@ OUTCOMES = {
 
 @pytest.mark.parametrize("decision", ["allow", "deny"], ids=["success-page", "denied-page"])
 def test_the_connector_pages_are_self_contained(
-    page: Page, local_stack: RunningStack, shoot: Shoot, decision: str
+    page: Page, local_deployment: RunningDeployment, shoot: Shoot, decision: str
 ) -> None:
     title, status, colour = OUTCOMES[decision]
     sign_in_at_capsule(
         page,
-        local_stack,
+        local_deployment,
         shoot,
         subdomain="exampleco",
         username="scott",
@@ -294,7 +294,7 @@ def test_the_connector_pages_are_self_contained(
         pick_from_list=True,
     )
     seen = Seen().watch(page)
-    callback = f"{local_stack.url}/auth/callback"
+    callback = f"{local_deployment.url}/auth/callback"
 
     with page.expect_response(lambda r: r.url.startswith(callback)) as answered:
         page.locator(f"#{decision}").click()
@@ -307,7 +307,7 @@ def test_the_connector_pages_are_self_contained(
     # Everything from the callback on (the page and anything it loads) stays on the gateway.
     loaded = [r.url for r in seen.requests]
     first = next(i for i, url in enumerate(loaded) if url.startswith(callback))
-    assert {origin(url) for url in loaded[first:]} == {origin(local_stack.url)}, loaded[first:]
+    assert {origin(url) for url in loaded[first:]} == {origin(local_deployment.url)}, loaded[first:]
     assert seen.failed == [], [r.url for r in seen.failed]
     # A blocked style or script would be a CSP violation on the console. (Chromium also
     # logs the 403 of the denied page itself: that one is expected.)

@@ -12,16 +12,16 @@ import pytest
 import requests
 
 from local.consent import approve
-from tests.conftest import RunningStack
+from tests.support.stacks import RunningDeployment
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def http(local_stack: RunningStack) -> Iterator[requests.Session]:
+def http(local_deployment: RunningDeployment) -> Iterator[requests.Session]:
     with requests.Session() as session:
         yield session
-    requests.delete(f"{local_stack.capsule_url}/_emulator/faults", timeout=5)
+    requests.delete(f"{local_deployment.capsule_url}/_emulator/faults", timeout=5)
 
 
 def title(page: requests.Response) -> str:
@@ -29,7 +29,7 @@ def title(page: requests.Response) -> str:
     return match.group(1) if match else ""
 
 
-def start(stack: RunningStack, http: requests.Session) -> tuple[str, str]:
+def start(stack: RunningDeployment, http: requests.Session) -> tuple[str, str]:
     """GET /auth/start: (where Capsule is, the binding cookie to send back)."""
     response = http.get(f"{stack.url}/auth/start", allow_redirects=False, timeout=10)
     assert response.status_code == 302
@@ -38,7 +38,7 @@ def start(stack: RunningStack, http: requests.Session) -> tuple[str, str]:
     return response.headers["Location"], cookie
 
 
-def connection(stack: RunningStack, connection_id: str) -> dict[str, Any] | None:
+def connection(stack: RunningDeployment, connection_id: str) -> dict[str, Any] | None:
     listed: list[dict[str, Any]] = requests.get(
         f"{stack.url}/_local/connections", timeout=10
     ).json()
@@ -46,7 +46,7 @@ def connection(stack: RunningStack, connection_id: str) -> dict[str, Any] | None
 
 
 def connect(
-    stack: RunningStack,
+    stack: RunningDeployment,
     http: requests.Session,
     *,
     subdomain: str = "exampleco",
@@ -59,27 +59,29 @@ def connect(
 
 
 def test_connect_refresh_and_call_capsule(
-    local_stack: RunningStack, http: requests.Session
+    local_deployment: RunningDeployment, http: requests.Session
 ) -> None:
-    page = connect(local_stack, http)
+    page = connect(local_deployment, http)
 
     assert page.status_code == 200
     assert title(page) == "Connected to Example Co. as Scott Spacey"
-    before = connection(local_stack, "exampleco:1")
+    before = connection(local_deployment, "exampleco:1")
     assert before is not None
     assert before["status"] == "active"
 
     refreshed = http.post(
-        f"{local_stack.url}/_local/refresh", params={"connection_id": "exampleco:1"}, timeout=10
+        f"{local_deployment.url}/_local/refresh",
+        params={"connection_id": "exampleco:1"},
+        timeout=10,
     ).json()
     assert refreshed["outcome"] == "refreshed"
-    after = connection(local_stack, "exampleco:1")
+    after = connection(local_deployment, "exampleco:1")
     assert after is not None
     assert after["version"] == before["version"] + 1
     assert after["last_refreshed_at"] is not None
 
     called = http.post(
-        f"{local_stack.url}/_local/call",
+        f"{local_deployment.url}/_local/call",
         params={"connection_id": "exampleco:1", "path": "/site"},
         timeout=10,
     ).json()
@@ -88,33 +90,33 @@ def test_connect_refresh_and_call_capsule(
 
 
 def test_the_authorise_request_carries_state_and_pkce(
-    local_stack: RunningStack, http: requests.Session
+    local_deployment: RunningDeployment, http: requests.Session
 ) -> None:
-    location, _ = start(local_stack, http)
+    location, _ = start(local_deployment, http)
 
     query = parse_qs(urlsplit(location).query)
     assert urlsplit(location).path == "/oauth/authorise"
     assert query["code_challenge_method"] == ["S256"]
-    assert query["redirect_uri"] == [f"{local_stack.url}/auth/callback"]
+    assert query["redirect_uri"] == [f"{local_deployment.url}/auth/callback"]
 
 
 def test_denying_in_capsule_connects_nothing(
-    local_stack: RunningStack, http: requests.Session
+    local_deployment: RunningDeployment, http: requests.Session
 ) -> None:
-    page = connect(local_stack, http, subdomain="acme", username="ada", allow=False)
+    page = connect(local_deployment, http, subdomain="acme", username="ada", allow=False)
 
     assert page.status_code == 403
     assert "You chose not to allow access" in page.text
-    assert connection(local_stack, "acme:7") is None
+    assert connection(local_deployment, "acme:7") is None
 
 
 def test_capsule_down_during_the_exchange_gives_a_clear_page(
-    local_stack: RunningStack, http: requests.Session
+    local_deployment: RunningDeployment, http: requests.Session
 ) -> None:
-    location, cookie = start(local_stack, http)
+    location, cookie = start(local_deployment, http)
     back = approve(http, location, subdomain="acme", username="ada")
     requests.post(
-        f"{local_stack.capsule_url}/_emulator/faults",
+        f"{local_deployment.capsule_url}/_emulator/faults",
         json={"kind": "status", "target": "token", "status": 503},
         timeout=5,
     )
@@ -123,24 +125,24 @@ def test_capsule_down_during_the_exchange_gives_a_clear_page(
 
     assert page.status_code == 502
     assert title(page) == "Capsule is unavailable"
-    assert connection(local_stack, "acme:7") is None
+    assert connection(local_deployment, "acme:7") is None
 
 
 def test_the_scheduled_refresh_runs_through_the_function(
-    local_stack: RunningStack, http: requests.Session
+    local_deployment: RunningDeployment, http: requests.Session
 ) -> None:
-    report = http.post(f"{local_stack.url}/_local/refresh", timeout=30).json()
+    report = http.post(f"{local_deployment.url}/_local/refresh", timeout=30).json()
 
     assert set(report) == {"due", "outcomes", "failures", "stopped_early"}
     assert report["stopped_early"] is False
 
 
 def test_the_landing_page_lists_connections_and_offers_to_connect(
-    local_stack: RunningStack, http: requests.Session
+    local_deployment: RunningDeployment, http: requests.Session
 ) -> None:
-    connect(local_stack, http)
+    connect(local_deployment, http)
 
-    page = http.get(local_stack.url, timeout=10)
+    page = http.get(local_deployment.url, timeout=10)
 
     assert "Connect Capsule CRM" in page.text
     assert "exampleco:1" in page.text
@@ -148,37 +150,37 @@ def test_the_landing_page_lists_connections_and_offers_to_connect(
 
 
 def test_the_stack_prints_no_code_or_cookie_nonce(
-    local_stack: RunningStack, http: requests.Session
+    local_deployment: RunningDeployment, http: requests.Session
 ) -> None:
-    connected_before = local_stack.printed().count("Capsule account connected")
-    location, cookie = start(local_stack, http)
+    connected_before = local_deployment.printed().count("Capsule account connected")
+    location, cookie = start(local_deployment, http)
     back = approve(http, location)
     code = parse_qs(urlsplit(back).query)["code"][0]
     http.get(back, headers={"Cookie": cookie}, allow_redirects=False, timeout=10)
 
     deadline = time.monotonic() + 10
-    while local_stack.printed().count("Capsule account connected") == connected_before:
+    while local_deployment.printed().count("Capsule account connected") == connected_before:
         assert time.monotonic() < deadline, "the callback's log line never arrived"
         time.sleep(0.05)
-    printed = local_stack.printed()
+    printed = local_deployment.printed()
     assert code not in printed
     assert cookie.split("=", 1)[1] not in printed
 
 
 def test_disconnect_from_the_landing_page_revokes_at_capsule(
-    local_stack: RunningStack, http: requests.Session
+    local_deployment: RunningDeployment, http: requests.Session
 ) -> None:
-    connect(local_stack, http, subdomain="acme", username="ada")
-    state = f"{local_stack.capsule_url}/_emulator/state"
+    connect(local_deployment, http, subdomain="acme", username="ada")
+    state = f"{local_deployment.capsule_url}/_emulator/state"
     live_before = requests.get(state, timeout=5).json()["accounts"]["acme"]["live_grants"]
 
     answer = http.post(
-        f"{local_stack.url}/_local/disconnect", params={"connection_id": "acme:7"}, timeout=10
+        f"{local_deployment.url}/_local/disconnect", params={"connection_id": "acme:7"}, timeout=10
     ).json()
 
     live_after = requests.get(state, timeout=5).json()["accounts"]["acme"]["live_grants"]
     assert answer["status"] == "disconnected"
-    listed = connection(local_stack, "acme:7")
+    listed = connection(local_deployment, "acme:7")
     assert listed is not None
     assert listed["status"] == "disconnected"
     assert live_after == live_before - 1

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
@@ -14,37 +12,12 @@ import requests
 import time_machine
 
 from capsule_oauth import crypto
+from local.lambda_container import Invoke
 from local.stack import Stack, load_event
 from tests.capsule_fake import CLIENT_ID, CLIENT_SECRET, FakeCapsule, Reply
-from tests.conftest import Invoke
+from tests.support.sign_in import callback_event, start
 
 CALLBACK = "https://abc123.execute-api.us-east-1.amazonaws.com/auth/callback"
-
-
-@dataclass
-class Started:
-    state: str
-    cookie_name: str
-    nonce: str
-    challenge: str
-    code: str
-
-
-def start(invoke: Invoke, fake: FakeCapsule, event: str = "start.json") -> Started:
-    """Run the start handler and let the fake Capsule issue a code, as approving would."""
-    response = invoke("StartFunction", load_event(event))
-    query = {k: v[0] for k, v in parse_qs(urlsplit(response["headers"]["Location"]).query).items()}
-    name, nonce = response["cookies"][0].split(";")[0].split("=", 1)
-    code = fake.issue_code(query["redirect_uri"], query.get("code_challenge"))
-    return Started(query["state"], name, nonce, query.get("code_challenge", ""), code)
-
-
-def callback_event(started: Started, *, cookie: str | None = None) -> dict[str, Any]:
-    event = load_event("callback.json")
-    event["queryStringParameters"] = {"code": started.code, "state": started.state}
-    event["rawQueryString"] = f"code={started.code}&state={started.state}"
-    event["cookies"] = [f"{started.cookie_name}={cookie if cookie is not None else started.nonce}"]
-    return event
 
 
 def connection_items(stack: Stack) -> list[dict[str, Any]]:

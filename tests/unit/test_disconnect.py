@@ -19,7 +19,7 @@ from capsule_oauth import (
 from capsule_oauth.config import Settings
 from local.stack import Stack
 from tests.capsule_fake import CLIENT_ID, FakeCapsule
-from tests.unit.test_refresh import CID, T0, run, seed, stored
+from tests.support.connections import CID, T0, run_refresh, seed, stored
 
 LATER = T0 + 3600
 
@@ -55,7 +55,7 @@ def test_disconnect_forgets_the_tokens_and_leaves_the_schedule(
     assert "refresh_queue" not in item
     assert item["site_name"]["S"] == "Example Co."  # the record stays
     with time_machine.travel(T0 + 604799, tick=False):
-        assert run(settings).due == 0
+        assert run_refresh(settings).due == 0
 
 
 def test_a_disconnected_connection_asks_for_reauthorisation(

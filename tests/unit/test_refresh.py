@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -13,62 +13,21 @@ import requests
 import time_machine
 from aws_lambda_powertools.metrics import MetricUnit
 
-from capsule_oauth import aws, connections, crypto, get_access_token, refresh_flow
+from capsule_oauth import aws, connections, crypto, get_access_token
 from capsule_oauth.config import Settings
 from capsule_oauth.observability import metrics
+from local.lambda_container import Invoke
 from local.stack import Stack, load_event
 from tests.capsule_fake import EXPIRES_IN, FakeCapsule, Reply
-from tests.conftest import Invoke
-
-T0 = 1_900_000_000
-CID = "exampleco:1"
-
-
-def seed(
-    settings: Settings,
-    fake: FakeCapsule,
-    *,
-    connection_id: str = CID,
-    expires_at: int = T0 + EXPIRES_IN,
-    lead: int = 86_400,
-    now: int = T0,
-) -> dict[str, Any]:
-    """A connected account whose access token expires at ``expires_at``."""
-    grant = fake.issue_grant()
-    subdomain, user_id = connection_id.split(":")
-    connections.save_authorized(
-        settings.connections_table,
-        connections.Identity(subdomain, "Example Co.", "", user_id, "Scott Spacey", "scott"),
-        tokens=crypto.seal(
-            settings.token_key_id,
-            connection_id,
-            crypto.TokenPair(grant["access_token"], grant["refresh_token"]),
-        ),
-        expires_at=expires_at,
-        scope="read write",
-        refresh_due_at=expires_at - lead,
-        now=now,
-    )
-    return grant
-
-
-def stored(settings: Settings, connection_id: str = CID) -> connections.Connection:
-    connection = connections.get(settings.connections_table, connection_id)
-    assert connection is not None
-    return connection
-
-
-def stored_tokens(settings: Settings, connection_id: str = CID) -> crypto.TokenPair:
-    return crypto.unseal(
-        settings.token_key_id, connection_id, stored(settings, connection_id).tokens
-    )
-
-
-def run(
-    settings: Settings, remaining_ms: Callable[[], int] = lambda: 300_000
-) -> refresh_flow.RunReport:
-    return refresh_flow.refresh_due(settings, remaining_ms=remaining_ms)
-
+from tests.support.connections import (
+    CID,
+    T0,
+    refresh_requests,
+    run_refresh,
+    seed,
+    stored,
+    stored_tokens,
+)
 
 DUE = T0 + EXPIRES_IN - 3600  # inside the 24 h lead, an hour before expiry
 
@@ -77,10 +36,6 @@ DUE = T0 + EXPIRES_IN - 3600  # inside the 24 h lead, an hour before expiry
 def at_due_time() -> Iterator[None]:
     with time_machine.travel(DUE, tick=False):
         yield
-
-
-def refresh_requests(fake: FakeCapsule) -> list[dict[str, str]]:
-    return [r for r in fake.token_requests if r["grant_type"] == "refresh_token"]
 
 
 # --- the scheduled refresh -------------------------------------------------------------
@@ -92,7 +47,7 @@ def test_due_connection_gets_new_tokens_and_a_new_due_time(
     first = seed(settings, fake_capsule)
 
     with time_machine.travel(DUE, tick=False):
-        report = run(settings)
+        report = run_refresh(settings)
 
     assert report.outcomes == {"refreshed": 1}
     connection = stored(settings)
@@ -113,7 +68,7 @@ def test_connection_not_yet_due_is_not_touched(
     before = stored(settings)
 
     with time_machine.travel(DUE - 86_400, tick=False):
-        report = run(settings)
+        report = run_refresh(settings)
 
     assert report.due == 0
     assert fake_capsule.token_requests == []
@@ -125,11 +80,11 @@ def test_rotation_twice_in_a_row_sends_the_newest_refresh_token(
 ) -> None:
     first = seed(settings, fake_capsule)
     with time_machine.travel(DUE, tick=False):
-        run(settings)
+        run_refresh(settings)
     after_first = stored_tokens(settings)
 
     with time_machine.travel(DUE + EXPIRES_IN, tick=False):
-        report = run(settings)
+        report = run_refresh(settings)
 
     assert report.outcomes == {"refreshed": 1}
     sent = [r["refresh_token"] for r in refresh_requests(fake_capsule)]
@@ -150,7 +105,7 @@ def test_answer_without_refresh_token_keeps_the_old_one(
         )
     )
 
-    run(settings)
+    run_refresh(settings)
 
     tokens = stored_tokens(settings)
     assert tokens.access_token == "new-access"
@@ -178,7 +133,7 @@ def test_refresh_emits_success_and_due_metrics(
 ) -> None:
     seed(settings, fake_capsule)
 
-    run(settings)
+    run_refresh(settings)
 
     emitted = metrics.metric_set
     assert emitted["DueConnections"]["Value"] == [1.0]
@@ -229,7 +184,7 @@ def test_a_run_over_1000_connections_with_10_due_reads_about_10_items(
     client = aws.dynamodb()
     client.meta.events.register("after-call.dynamodb.*", count_items)
     with time_machine.travel(DUE, tick=False):
-        report = run(settings)
+        report = run_refresh(settings)
     client.meta.events.unregister("after-call.dynamodb.*", count_items)
 
     assert report.outcomes == {"refreshed": 10}
@@ -267,7 +222,7 @@ def test_transient_failure_keeps_tokens_and_records_the_error(
     reply, kind = TRANSIENT[failure]
     fake_capsule.token_faults.append(reply)
 
-    report = run(settings)
+    report = run_refresh(settings)
 
     after = stored(settings)
     assert report.failures == {kind: 1}
@@ -286,10 +241,10 @@ def test_after_a_transient_failure_the_next_run_uses_the_same_refresh_token_and_
     first = seed(settings, fake_capsule)
     fake_capsule.token_faults.append(_json(503, "{}"))
     with time_machine.travel(DUE, tick=False):
-        run(settings)
+        run_refresh(settings)
 
     with time_machine.travel(DUE + 900, tick=False):
-        report = run(settings)
+        report = run_refresh(settings)
 
     assert report.outcomes == {"refreshed": 1}
     assert [r["refresh_token"] for r in refresh_requests(fake_capsule)] == [
@@ -306,12 +261,12 @@ def test_repeated_failures_back_off_longer_each_time(
     seed(settings, fake_capsule)
     fake_capsule.token_faults.extend([_json(503, "{}"), _json(503, "{}")])
     with time_machine.travel(DUE, tick=False):
-        run(settings)
+        run_refresh(settings)
     with time_machine.travel(DUE + 899, tick=False):
-        early = run(settings)
+        early = run_refresh(settings)
 
     with time_machine.travel(DUE + 900, tick=False):
-        run(settings)
+        run_refresh(settings)
 
     assert early.due == 0
     after = stored(settings)
@@ -327,7 +282,7 @@ def test_rate_limit_waits_until_capsule_says_it_resets(
         _json(429, '{"error": "rate limit reached"}', **{"X-RateLimit-Reset": str(DUE + 7200)})
     )
 
-    report = run(settings)
+    report = run_refresh(settings)
 
     assert report.failures == {"RateLimited": 1}
     assert stored(settings).refresh_due_at == DUE + 7201
@@ -339,8 +294,8 @@ def test_invalid_grant_marks_needs_reauth_once_and_leaves_the_due_index(
     seed(settings, fake_capsule)
     fake_capsule.revoke_all()  # the person removed the app in Capsule
 
-    report = run(settings)
-    again = run(settings)
+    report = run_refresh(settings)
+    again = run_refresh(settings)
 
     assert report.outcomes == {"reauth_required": 1}
     assert metrics.metric_set["ReauthRequired"]["Value"] == [1.0]
@@ -374,7 +329,7 @@ def test_invalid_grant_after_another_workers_refresh_is_not_a_failure(
 
     fake_capsule.before_token = another_worker_wins
 
-    report = run(settings)
+    report = run_refresh(settings)
 
     assert report.outcomes == {"not_needed": 1}
     connection = stored(settings)
@@ -391,7 +346,7 @@ def test_lease_held_by_another_worker_leaves_the_connection_alone(
     )
     before = stored(settings)
 
-    report = run(settings)
+    report = run_refresh(settings)
 
     assert report.outcomes == {"contended": 1}
     assert fake_capsule.token_requests == []
@@ -405,7 +360,7 @@ def test_an_expired_lease_is_taken_over(settings: Settings, fake_capsule: FakeCa
     )
 
     with time_machine.travel(DUE, tick=False):
-        report = run(settings)
+        report = run_refresh(settings)
 
     assert report.outcomes == {"refreshed": 1}
 
@@ -420,7 +375,7 @@ def test_refreshed_tokens_are_not_written_over_a_reconnect(
 
     fake_capsule.before_token = person_reconnects
 
-    report = run(settings)
+    report = run_refresh(settings)
 
     assert report.failures == {"StaleWrite": 1}
     assert stored(settings).version == 2  # the reconnect's write, not ours
@@ -437,8 +392,8 @@ def test_a_run_short_of_time_stops_and_the_next_run_finishes(
         seed(settings, fake_capsule, connection_id=f"site{n}:1")
     budget = iter([60_000, 60_000])
 
-    first = run(settings, remaining_ms=lambda: next(budget, 1_000))
-    second = run(settings)
+    first = run_refresh(settings, remaining_ms=lambda: next(budget, 1_000))
+    second = run_refresh(settings)
 
     assert first.stopped_early is True
     assert first.outcomes == {"refreshed": 2}
@@ -460,7 +415,7 @@ def test_twelve_concurrent_refreshers_make_exactly_one_token_request(
 
     def scheduled() -> None:
         barrier.wait()
-        run(settings)
+        run_refresh(settings)
 
     def on_demand() -> None:
         barrier.wait()

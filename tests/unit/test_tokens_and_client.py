@@ -21,7 +21,7 @@ from capsule_oauth import (
 )
 from capsule_oauth.config import Settings
 from tests.capsule_fake import EXPIRES_IN, FakeCapsule
-from tests.unit.test_refresh import CID, T0, refresh_requests, seed, stored, stored_tokens
+from tests.support.connections import CID, T0, refresh_requests, seed, stored, stored_tokens
 
 FRESH = T0 + 3600  # a week before expiry
 NEAR_EXPIRY = T0 + EXPIRES_IN - 120  # inside the 5 minute margin

@@ -1,0 +1,69 @@
+"""Connections as the tests set them up and read them back, and the run that refreshes them.
+
+``seed`` stores a connected account as the callback leaves one (tokens sealed with the
+stack's key), so a test can start from "connected" without walking the sign-in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from capsule_oauth import connections, crypto, refresh_flow
+from capsule_oauth.config import Settings
+from tests.capsule_fake import EXPIRES_IN, FakeCapsule
+
+T0 = 1_900_000_000
+CID = "exampleco:1"
+
+
+def seed(
+    settings: Settings,
+    fake: FakeCapsule,
+    *,
+    connection_id: str = CID,
+    expires_at: int = T0 + EXPIRES_IN,
+    lead: int = 86_400,
+    now: int = T0,
+) -> dict[str, Any]:
+    """A connected account whose access token expires at ``expires_at``."""
+    grant = fake.issue_grant()
+    subdomain, user_id = connection_id.split(":")
+    connections.save_authorized(
+        settings.connections_table,
+        connections.Identity(subdomain, "Example Co.", "", user_id, "Scott Spacey", "scott"),
+        tokens=crypto.seal(
+            settings.token_key_id,
+            connection_id,
+            crypto.TokenPair(grant["access_token"], grant["refresh_token"]),
+        ),
+        expires_at=expires_at,
+        scope="read write",
+        refresh_due_at=expires_at - lead,
+        now=now,
+    )
+    return grant
+
+
+def stored(settings: Settings, connection_id: str = CID) -> connections.Connection:
+    connection = connections.get(settings.connections_table, connection_id)
+    assert connection is not None
+    return connection
+
+
+def stored_tokens(settings: Settings, connection_id: str = CID) -> crypto.TokenPair:
+    return crypto.unseal(
+        settings.token_key_id, connection_id, stored(settings, connection_id).tokens
+    )
+
+
+def run_refresh(
+    settings: Settings, remaining_ms: Callable[[], int] = lambda: 300_000
+) -> refresh_flow.RunReport:
+    """One scheduled refresh run, with ``remaining_ms`` as the Lambda's time left."""
+    return refresh_flow.refresh_due(settings, remaining_ms=remaining_ms)
+
+
+def refresh_requests(fake: FakeCapsule) -> list[dict[str, str]]:
+    """The refresh-token grants the fake Capsule received, oldest first."""
+    return [r for r in fake.token_requests if r["grant_type"] == "refresh_token"]
