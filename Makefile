@@ -23,7 +23,7 @@ STAMP := $(VENV)/.installed-dev
 .PHONY: help venv check lint typecheck template build test test-py311 test-unit test-e2e local demo invoke bench deploy clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml layers/capsule_oauth/requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,14 +35,14 @@ venv: $(STAMP) ## create .venv with everything needed to develop, test and run l
 
 check: lint typecheck template build ## ruff, ruff format --check, mypy, sam validate --lint, cfn-lint, sam build
 
-lint: $(STAMP)
+lint: $(STAMP) ## ruff check and ruff format --check
 	ruff check .
 	ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: $(STAMP) ## mypy, strict
 	mypy
 
-template: $(STAMP)
+template: $(STAMP) ## sam validate --lint and cfn-lint on template.yaml
 	sam validate --lint --template template.yaml
 	cfn-lint template.yaml
 
@@ -61,13 +61,16 @@ test-py311: ## every test again on Python 3.11, the oldest Python the code suppo
 test-unit: $(STAMP) ## the fast tests only (no local stack, no browser)
 	$(PY) -m pytest tests/unit tests/handlers
 
+test-e2e: $(STAMP) ## the local stack over HTTP and in headless Chromium
+	$(PY) -m pytest tests/e2e tests/browser
+
 local: $(STAMP) ## run the whole stack on this machine (no AWS or Capsule account needed)
 	$(PY) -m local $(LOCAL_ARGS)
 
 demo: $(STAMP) ## connect, refresh and call Capsule against the local stack, no browser
 	$(PY) -m local.demo
 
-invoke: $(STAMP) ## make invoke FUNCTION=StartFunction EVENT=events/start.json
+invoke: $(STAMP) ## run one handler on one event, no Docker (FUNCTION=StartFunction EVENT=events/start.json)
 	$(PY) -m local.invoke $(FUNCTION) $(EVENT)
 
 bench: $(STAMP) ## cold start, calls per flow, refresh at scale, deploy size (BENCH_ARGS=--quick: tiny)
