@@ -37,7 +37,7 @@ from local.stack import (
     create_stack,
     load_handler,
 )
-from tests.capsule_fake import CLIENT_ID, CLIENT_SECRET, FakeCapsule
+from tests.support.capsule_fake import CLIENT_ID, CLIENT_SECRET, FakeCapsule
 
 CAPSULE_URL = "https://capsule.test"
 

@@ -15,8 +15,8 @@ import time_machine
 
 from capsule_oauth import crypto
 from local.stack import Stack, load_event
-from tests.capsule_fake import CLIENT_ID, CLIENT_SECRET, FakeCapsule, Reply
 from tests.conftest import Invoke
+from tests.support.capsule_fake import CLIENT_ID, CLIENT_SECRET, FakeCapsule, Reply
 
 CALLBACK = "https://abc123.execute-api.us-east-1.amazonaws.com/auth/callback"
 

@@ -12,9 +12,9 @@ from botocore.client import BaseClient
 from capsule_oauth import config
 from local.lambda_container import reset_caches
 from local.stack import Stack, Template, load_event
-from tests.capsule_fake import EXPIRES_IN, FakeCapsule
 from tests.conftest import Invoke
 from tests.handlers.test_callback_handler import callback_event, start
+from tests.support.capsule_fake import EXPIRES_IN, FakeCapsule
 from tests.unit.test_refresh import T0, seed
 
 Record = Callable[[Callable[[], Any]], set[str]]

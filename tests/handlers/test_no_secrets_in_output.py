@@ -11,9 +11,9 @@ import time_machine
 
 from capsule_oauth import CapsuleClient, get_access_token
 from local.stack import Stack, load_event
-from tests.capsule_fake import CLIENT_SECRET, FakeCapsule
 from tests.conftest import Invoke
 from tests.handlers.test_callback_handler import callback_event, start
+from tests.support.capsule_fake import CLIENT_SECRET, FakeCapsule
 
 
 def test_a_full_flow_never_writes_a_token_code_verifier_nonce_or_secret(

@@ -14,8 +14,8 @@ import pytest
 from capsule_oauth import states
 from capsule_oauth.start_flow import binding_cookie_name
 from local.stack import Stack, load_event
-from tests.capsule_fake import CLIENT_ID
 from tests.conftest import CAPSULE_URL, Invoke
+from tests.support.capsule_fake import CLIENT_ID
 
 CALLBACK = "https://abc123.execute-api.us-east-1.amazonaws.com/auth/callback"
 

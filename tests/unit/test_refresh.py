@@ -17,8 +17,8 @@ from capsule_oauth import aws, connections, crypto, get_access_token, refresh_fl
 from capsule_oauth.config import Settings
 from capsule_oauth.observability import metrics
 from local.stack import Stack, load_event
-from tests.capsule_fake import EXPIRES_IN, FakeCapsule, Reply
 from tests.conftest import Invoke
+from tests.support.capsule_fake import EXPIRES_IN, FakeCapsule, Reply
 
 T0 = 1_900_000_000
 CID = "exampleco:1"
