@@ -24,7 +24,7 @@ from capsule_oauth.observability import logger
 from local import lambda_container
 from local.lambda_container import Invoke, reset_caches
 from local.stack import Stack, Template, atomic_dynamodb
-from tests.capsule_fake import FakeCapsule
+from tests.support.capsule_fake import FakeCapsule
 from tests.support.stacks import CAPSULE_URL, RunningDeployment, run_local_deployment, stack_on_moto
 
 

@@ -14,7 +14,7 @@ import time_machine
 from capsule_oauth import crypto
 from local.lambda_container import Invoke
 from local.stack import Stack, load_event
-from tests.capsule_fake import CLIENT_ID, CLIENT_SECRET, FakeCapsule, Reply
+from tests.support.capsule_fake import CLIENT_ID, CLIENT_SECRET, FakeCapsule, Reply
 from tests.support.sign_in import callback_event, start
 
 CALLBACK = "https://abc123.execute-api.us-east-1.amazonaws.com/auth/callback"

@@ -12,7 +12,7 @@ from botocore.client import BaseClient
 from capsule_oauth import config
 from local.lambda_container import Invoke, reset_caches
 from local.stack import Stack, Template, load_event
-from tests.capsule_fake import EXPIRES_IN, FakeCapsule
+from tests.support.capsule_fake import EXPIRES_IN, FakeCapsule
 from tests.support.connections import T0, seed
 from tests.support.sign_in import callback_event, start
 

@@ -12,7 +12,7 @@ import time_machine
 from capsule_oauth import CapsuleClient, get_access_token
 from local.lambda_container import Invoke
 from local.stack import Stack, load_event
-from tests.capsule_fake import CLIENT_SECRET, FakeCapsule
+from tests.support.capsule_fake import CLIENT_SECRET, FakeCapsule
 from tests.support.sign_in import callback_event, start
 
 

@@ -15,7 +15,7 @@ from capsule_oauth import states
 from capsule_oauth.start_flow import binding_cookie_name
 from local.lambda_container import Invoke
 from local.stack import Stack, load_event
-from tests.capsule_fake import CLIENT_ID
+from tests.support.capsule_fake import CLIENT_ID
 from tests.support.stacks import CAPSULE_URL
 
 CALLBACK = "https://abc123.execute-api.us-east-1.amazonaws.com/auth/callback"

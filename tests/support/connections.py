@@ -11,7 +11,7 @@ from typing import Any
 
 from capsule_oauth import connections, crypto, refresh_flow
 from capsule_oauth.config import Settings
-from tests.capsule_fake import EXPIRES_IN, FakeCapsule
+from tests.support.capsule_fake import EXPIRES_IN, FakeCapsule
 
 T0 = 1_900_000_000
 CID = "exampleco:1"

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from local.lambda_container import Invoke
 from local.stack import load_event
-from tests.capsule_fake import FakeCapsule
+from tests.support.capsule_fake import FakeCapsule
 
 
 @dataclass

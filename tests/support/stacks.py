@@ -21,7 +21,7 @@ import pytest
 from moto import mock_aws
 
 from local.stack import ROOT, Stack, Template, create_stack
-from tests.capsule_fake import CLIENT_ID, CLIENT_SECRET
+from tests.support.capsule_fake import CLIENT_ID, CLIENT_SECRET
 
 CAPSULE_URL = "https://capsule.test"
 

@@ -18,7 +18,7 @@ from capsule_oauth import (
 )
 from capsule_oauth.config import Settings
 from local.stack import Stack
-from tests.capsule_fake import CLIENT_ID, FakeCapsule
+from tests.support.capsule_fake import CLIENT_ID, FakeCapsule
 from tests.support.connections import CID, T0, run_refresh, seed, stored
 
 LATER = T0 + 3600

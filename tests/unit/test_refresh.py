@@ -18,7 +18,7 @@ from capsule_oauth.config import Settings
 from capsule_oauth.observability import metrics
 from local.lambda_container import Invoke
 from local.stack import Stack, load_event
-from tests.capsule_fake import EXPIRES_IN, FakeCapsule, Reply
+from tests.support.capsule_fake import EXPIRES_IN, FakeCapsule, Reply
 from tests.support.connections import (
     CID,
     T0,

@@ -1,0 +1,3 @@
+from local.capsule_emulator.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""``python -m local.capsule_emulator``: serve the emulator until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from collections.abc import Sequence
+
+from local.capsule_emulator.server import CapsuleEmulator
+from local.capsule_emulator.store import (
+    DEFAULT_ACCESS_TOKEN_LIFETIME,
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m local.capsule_emulator",
+        description="Serve a local emulator of Capsule CRM's OAuth 2.0 server and API v2.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8901, help="0 picks a free port")
+    parser.add_argument("--client-id", default=DEFAULT_CLIENT_ID)
+    parser.add_argument("--client-secret", default=DEFAULT_CLIENT_SECRET)
+    parser.add_argument(
+        "--expires-in", type=int, default=DEFAULT_ACCESS_TOKEN_LIFETIME, help="access token life"
+    )
+    parser.add_argument("--quiet", action="store_true", help="don't log method, path, status")
+    args = parser.parse_args(argv)
+    try:
+        emulator = CapsuleEmulator(
+            client_id=args.client_id,
+            client_secret=args.client_secret,
+            host=args.host,
+            port=args.port,
+            access_token_lifetime=args.expires_in,
+            log_requests=not args.quiet,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    emulator.start()
+    print(f"Capsule emulator listening on {emulator.url}", flush=True)
+    print(f"  client_id: {emulator.client_id}", flush=True)
+    accounts = ", ".join(f"{a.subdomain} ({a.username})" for a in emulator.accounts)
+    print(f"  accounts: {accounts}", flush=True)
+    print("Press Ctrl-C to stop.", flush=True)
+    forever = threading.Event()
+    try:
+        while not forever.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        print("\nStopping.", flush=True)
+    finally:
+        emulator.stop()
+    return 0
