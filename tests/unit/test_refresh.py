@@ -13,9 +13,11 @@ import requests
 import time_machine
 from aws_lambda_powertools.metrics import MetricUnit
 
-from capsule_oauth import aws, connections, crypto, get_access_token, refresh_flow
+from capsule_oauth import get_access_token
 from capsule_oauth.config import Settings
+from capsule_oauth.flows import refresh as refresh_flow
 from capsule_oauth.observability import metrics
+from capsule_oauth.store import aws, connections, crypto
 from local.stack import Stack, load_event
 from tests.capsule_fake import EXPIRES_IN, FakeCapsule, Reply
 from tests.conftest import Invoke
@@ -36,14 +38,9 @@ def seed(
     """A connected account whose access token expires at ``expires_at``."""
     grant = fake.issue_grant()
     subdomain, user_id = connection_id.split(":")
-    connections.save_authorized(
-        settings.connections_table,
+    connections.ConnectionStore(settings).save_authorized(
         connections.Identity(subdomain, "Example Co.", "", user_id, "Scott Spacey", "scott"),
-        tokens=crypto.seal(
-            settings.token_key_id,
-            connection_id,
-            crypto.TokenPair(grant["access_token"], grant["refresh_token"]),
-        ),
+        crypto.TokenPair(grant["access_token"], grant["refresh_token"]),
         expires_at=expires_at,
         scope="read write",
         refresh_due_at=expires_at - lead,
@@ -53,15 +50,13 @@ def seed(
 
 
 def stored(settings: Settings, connection_id: str = CID) -> connections.Connection:
-    connection = connections.get(settings.connections_table, connection_id)
+    connection = connections.ConnectionStore(settings).get(connection_id)
     assert connection is not None
     return connection
 
 
 def stored_tokens(settings: Settings, connection_id: str = CID) -> crypto.TokenPair:
-    return crypto.unseal(
-        settings.token_key_id, connection_id, stored(settings, connection_id).tokens
-    )
+    return connections.ConnectionStore(settings).tokens(stored(settings, connection_id))
 
 
 def run(
@@ -386,8 +381,8 @@ def test_lease_held_by_another_worker_leaves_the_connection_alone(
     settings: Settings, fake_capsule: FakeCapsule, at_due_time: None
 ) -> None:
     seed(settings, fake_capsule)
-    connections.acquire_lease(
-        settings.connections_table, CID, owner="someone-else", now=DUE, lease_seconds=60
+    connections.ConnectionStore(settings).acquire_lease(
+        CID, owner="someone-else", now=DUE, lease_seconds=60
     )
     before = stored(settings)
 
@@ -400,8 +395,8 @@ def test_lease_held_by_another_worker_leaves_the_connection_alone(
 
 def test_an_expired_lease_is_taken_over(settings: Settings, fake_capsule: FakeCapsule) -> None:
     seed(settings, fake_capsule)
-    connections.acquire_lease(
-        settings.connections_table, CID, owner="crashed-worker", now=DUE - 120, lease_seconds=60
+    connections.ConnectionStore(settings).acquire_lease(
+        CID, owner="crashed-worker", now=DUE - 120, lease_seconds=60
     )
 
     with time_machine.travel(DUE, tick=False):
