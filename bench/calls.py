@@ -13,7 +13,9 @@ from typing import Any
 from bench.common import Row, verdict
 from bench.harness import BenchStack, approve, bench_stack
 from bench.instrument import Call, Recorder, aws_names, capsule_names, installed
-from capsule_oauth import aws, refresh_flow, tokens
+from capsule_oauth import tokens
+from capsule_oauth.flows import refresh as refresh_flow
+from capsule_oauth.store import aws
 from capsule_oauth.tokens import get_access_token
 from local.capsule_emulator import DEFAULT_ACCOUNTS, Account
 from local.lambda_container import LambdaFunction, reset_caches

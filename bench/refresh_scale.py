@@ -20,8 +20,9 @@ from typing import Any
 from bench.common import SKIP, Row, verdict
 from bench.harness import BenchStack, bench_stack
 from bench.instrument import Recorder, installed
-from capsule_oauth import aws, connections, crypto, refresh_flow
 from capsule_oauth.config import Settings
+from capsule_oauth.flows import refresh as refresh_flow
+from capsule_oauth.store import aws, connections, crypto
 from local.capsule_emulator import Account
 
 SECTION = "refresh at scale"
@@ -87,7 +88,7 @@ class RunResult:
 def _item(
     connection_id: str, *, tokens: bytes, expires_at: int, due_at: int, now: int
 ) -> dict[str, Any]:
-    """An item in the shape ``connections.save_authorized`` writes."""
+    """An item in the shape ``ConnectionStore.save_authorized`` writes."""
     subdomain, user_id = connection_id.split(":")
     return {
         "connection_id": {"S": connection_id},

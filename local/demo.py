@@ -30,7 +30,9 @@ def _fact(text: str) -> None:
 
 
 def run_demo(stack: LocalDeployment) -> None:
-    from capsule_oauth import CapsuleClient, config, connections, refresh_flow
+    from capsule_oauth import CapsuleClient, config
+    from capsule_oauth.flows import refresh as refresh_flow
+    from capsule_oauth.store.connections import ConnectionStore
 
     http = requests.Session()
     _step(1, "A person clicks 'Connect Capsule CRM': GET /auth/start")
@@ -53,7 +55,7 @@ def run_demo(stack: LocalDeployment) -> None:
     title = re.search(r"<h1>(.*?)</h1>", done.text)
     _fact(f"{done.status_code}: {title.group(1) if title else done.text[:80]}")
     settings = config.settings()
-    saved = connections.get(settings.connections_table, "exampleco:1")
+    saved = ConnectionStore(settings).get("exampleco:1")
     if saved is None:
         raise SystemExit("demo: the connection was not saved")
     _fact(

@@ -209,7 +209,7 @@ class LocalDeployment(LocalControl):
         }
 
     def connections(self) -> list[dict[str, Any]]:
-        from capsule_oauth.connections import Connection
+        from capsule_oauth.store.connections import Connection
 
         dynamodb = boto3.client("dynamodb", region_name=REGION)
         items = [
@@ -242,7 +242,8 @@ class LocalDeployment(LocalControl):
             with self._invoke_lock:
                 result: dict[str, Any] = self.invoke("RefreshFunction", event)
             return result
-        from capsule_oauth import config, refresh_flow
+        from capsule_oauth import config
+        from capsule_oauth.flows import refresh as refresh_flow
 
         outcome = refresh_flow.refresh_connection(
             config.settings(),

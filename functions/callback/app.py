@@ -9,11 +9,12 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from capsule_oauth import pages, web
-from capsule_oauth.callback_flow import AuthorizationFailed, complete_authorization
 from capsule_oauth.config import settings
+from capsule_oauth.errors import AuthorizationFailed
+from capsule_oauth.flows.callback import complete_authorization
 from capsule_oauth.observability import count, count_by, logger, metrics
-from capsule_oauth.start_flow import binding_cookie, binding_cookie_name
+from capsule_oauth.web import pages, request
+from capsule_oauth.web.binding import binding_cookie, binding_cookie_name
 
 
 def _retry_url(return_to: str | None) -> str:
@@ -21,30 +22,22 @@ def _retry_url(return_to: str | None) -> str:
     return "start" + (f"?{urlencode({'return_to': return_to})}" if return_to else "")
 
 
-@web.never_raises("Callback")
-def callback(request: APIGatewayProxyEventV2) -> dict[str, Any]:
-    params = web.query(request)
+@request.never_raises("Callback")
+def callback(event: APIGatewayProxyEventV2) -> dict[str, Any]:
+    params = request.query(event)
     state = params.get("state", "")
     try:
         connected = complete_authorization(
             settings(),
             params=params,
-            binding_nonce=web.cookie(request, binding_cookie_name(state)) if state else None,
+            binding_nonce=request.cookie(event, binding_cookie_name(state)) if state else None,
         )
     except AuthorizationFailed as failure:
         logger.info(
             "Authorization failed", extra={"reason": failure.reason, "status": failure.status}
         )
         count_by("AuthorizationFailed", "reason", failure.reason)
-        page = pages.failure(
-            failure.status,
-            title=failure.title,
-            message=failure.message,
-            next_step=failure.next_step,
-            detail=failure.detail,
-            retry_url=_retry_url(failure.return_to),
-            retry_after=failure.retry_after,
-        )
+        page = pages.refused(failure, retry_url=_retry_url(failure.return_to))
     else:
         count("ConnectionUpdated" if connected.reconnected else "ConnectionCreated")
         page = pages.connected(
@@ -55,7 +48,7 @@ def callback(request: APIGatewayProxyEventV2) -> dict[str, Any]:
         )
         # The binding cookie has done its job. (Failures leave it: a forged callback
         # must not be able to cancel a sign-in in progress.)
-        page["cookies"] = [binding_cookie(state, "", path=request.raw_path or "/", max_age=0)]
+        page["cookies"] = [binding_cookie(state, "", path=event.raw_path or "/", max_age=0)]
     return page
 
 

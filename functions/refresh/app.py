@@ -7,8 +7,8 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from capsule_oauth.config import settings
+from capsule_oauth.flows.refresh import refresh_due
 from capsule_oauth.observability import logger, metrics
-from capsule_oauth.refresh_flow import refresh_due
 
 
 @logger.inject_lambda_context

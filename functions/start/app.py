@@ -8,31 +8,27 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from capsule_oauth import pages, web
 from capsule_oauth.config import settings
+from capsule_oauth.errors import InvalidStartRequest
+from capsule_oauth.flows.start import start_authorization
 from capsule_oauth.observability import count, count_by, logger, metrics
-from capsule_oauth.start_flow import InvalidStartRequest, start_authorization
+from capsule_oauth.web import pages, request
 
 
-@web.never_raises("Start")
-def start(request: APIGatewayProxyEventV2) -> dict[str, Any]:
-    scheme, host = web.origin(request)
+@request.never_raises("Start")
+def start(event: APIGatewayProxyEventV2) -> dict[str, Any]:
+    scheme, host = request.origin(event)
     try:
         result = start_authorization(
             settings(),
             scheme=scheme,
             host=host,
-            return_to=web.query(request).get("return_to"),
+            return_to=request.query(event).get("return_to"),
         )
-    except InvalidStartRequest as error:
+    except InvalidStartRequest as refusal:
+        # One metric label for every refused start; the page says which problem it was.
         count_by("AuthorizationFailed", "reason", "BadStartRequest")
-        return pages.failure(
-            400,
-            title="This link cannot start a connection",
-            message=str(error),
-            next_step="Go back to the app and use its Connect Capsule button.",
-            retry_url=None,
-        )
+        return pages.refused(refusal, retry_url=None)
     count("AuthorizationStarted")
     return pages.redirect(result.authorise_url, cookies=[result.binding_cookie])
 

@@ -11,7 +11,8 @@ import pytest
 import requests
 import time_machine
 
-from capsule_oauth import crypto
+from capsule_oauth.errors import TokenDecryptionError
+from capsule_oauth.store import crypto
 from local.lambda_container import Invoke
 from local.stack import Stack, load_event
 from tests.support.capsule_fake import CLIENT_ID, CLIENT_SECRET, FakeCapsule, Reply
@@ -106,7 +107,7 @@ def test_stored_tokens_are_encrypted_and_bound_to_the_connection_id(
     assert refresh_token.encode() not in blob
     opened = crypto.unseal(stack.token_key_id, "exampleco:1", blob)
     assert (opened.access_token, opened.refresh_token) == (access_token, refresh_token)
-    with pytest.raises(crypto.TokenDecryptionError):
+    with pytest.raises(TokenDecryptionError):
         crypto.unseal(stack.token_key_id, "exampleco:2", blob)
 
 

@@ -11,8 +11,8 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 import pytest
 
-from capsule_oauth import states
-from capsule_oauth.start_flow import binding_cookie_name
+from capsule_oauth.web import binding
+from capsule_oauth.web.binding import binding_cookie_name
 from local.lambda_container import Invoke
 from local.stack import Stack, load_event
 from tests.support.capsule_fake import CLIENT_ID
@@ -73,7 +73,7 @@ def test_start_stores_the_state_with_verifier_binding_and_expiry(
     (item,) = state_items(stack)
     assert item["state"]["S"] == query["state"]
     assert item["redirect_uri"]["S"] == CALLBACK
-    assert states.pkce_challenge(item["code_verifier"]["S"]) == query["code_challenge"]
+    assert binding.pkce_challenge(item["code_verifier"]["S"]) == query["code_challenge"]
     assert item["binding"]["S"] == hashlib.sha256(binding_nonce(response).encode()).hexdigest()
     assert int(item["expires_at"]["N"]) - int(item["created_at"]["N"]) == 600
     assert "return_to" not in item

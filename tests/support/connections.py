@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from capsule_oauth import connections, crypto, refresh_flow
 from capsule_oauth.config import Settings
+from capsule_oauth.flows import refresh as refresh_flow
+from capsule_oauth.store import connections, crypto
 from tests.support.capsule_fake import EXPIRES_IN, FakeCapsule
 
 T0 = 1_900_000_000
@@ -29,14 +30,9 @@ def seed(
     """A connected account whose access token expires at ``expires_at``."""
     grant = fake.issue_grant()
     subdomain, user_id = connection_id.split(":")
-    connections.save_authorized(
-        settings.connections_table,
+    connections.ConnectionStore(settings).save_authorized(
         connections.Identity(subdomain, "Example Co.", "", user_id, "Scott Spacey", "scott"),
-        tokens=crypto.seal(
-            settings.token_key_id,
-            connection_id,
-            crypto.TokenPair(grant["access_token"], grant["refresh_token"]),
-        ),
+        crypto.TokenPair(grant["access_token"], grant["refresh_token"]),
         expires_at=expires_at,
         scope="read write",
         refresh_due_at=expires_at - lead,
@@ -46,15 +42,13 @@ def seed(
 
 
 def stored(settings: Settings, connection_id: str = CID) -> connections.Connection:
-    connection = connections.get(settings.connections_table, connection_id)
+    connection = connections.ConnectionStore(settings).get(connection_id)
     assert connection is not None
     return connection
 
 
 def stored_tokens(settings: Settings, connection_id: str = CID) -> crypto.TokenPair:
-    return crypto.unseal(
-        settings.token_key_id, connection_id, stored(settings, connection_id).tokens
-    )
+    return connections.ConnectionStore(settings).tokens(stored(settings, connection_id))
 
 
 def run_refresh(

@@ -1,4 +1,4 @@
-"""capsule.py: what Capsule's answers mean, including the undocumented shapes."""
+"""The Capsule modules (api, token_endpoint): what its answers mean, undocumented shapes too."""
 
 from __future__ import annotations
 
@@ -9,11 +9,20 @@ from typing import Any
 import pytest
 import responses
 
-from capsule_oauth import capsule
-from capsule_oauth.credentials import ClientCredentials
+from capsule_oauth import errors as capsule_errors
+from capsule_oauth.capsule import api, credentials, token_endpoint
+from capsule_oauth.capsule.credentials import ClientCredentials
+from capsule_oauth.config import Settings
 
 BASE = "https://capsule.test"
 CREDENTIALS = ClientCredentials("id", "secret-value")
+SETTINGS = Settings("-", "-", "-", "-", capsule_base_url=BASE, http_timeout_seconds=1)
+
+
+@pytest.fixture(autouse=True)
+def _client_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The token endpoint signs in with these, not with a secret from Secrets Manager."""
+    monkeypatch.setattr(credentials, "get_client_credentials", lambda *_, **__: CREDENTIALS)
 
 
 @pytest.fixture
@@ -27,8 +36,8 @@ def token_reply(mock: responses.RequestsMock, status: int, body: Any, **headers:
     mock.add(responses.POST, f"{BASE}/oauth/token", body=text, status=status, headers=headers)
 
 
-def refresh() -> capsule.TokenResponse:
-    return capsule.refresh(BASE, CREDENTIALS, refresh_token="r", timeout=1)
+def refresh() -> token_endpoint.TokenResponse:
+    return token_endpoint.refresh(SETTINGS, refresh_token="r")
 
 
 def test_token_response_keeps_capsules_subdomain_and_scope(mock: responses.RequestsMock) -> None:
@@ -83,21 +92,25 @@ def test_incomplete_token_responses_are_bad_responses(
 ) -> None:
     token_reply(mock, 200, body)
 
-    with pytest.raises(capsule.CapsuleBadResponse):
+    with pytest.raises(capsule_errors.CapsuleBadResponse):
         refresh()
 
 
 @pytest.mark.parametrize(
     ("status", "body", "error"),
     [
-        (400, {"error": "invalid_grant", "error_description": "expired"}, capsule.InvalidGrant),
-        (400, {"message": "invalid_grant"}, capsule.InvalidGrant),
-        (401, {"error": "invalid_client"}, capsule.InvalidClient),
-        (401, "Unauthorized", capsule.InvalidClient),
-        (400, {"error": "invalid_request"}, capsule.OAuthError),
-        (400, "<html>", capsule.CapsuleBadResponse),
-        (500, {"error": "server_error"}, capsule.CapsuleUnavailable),
-        (200, "<html>oops", capsule.CapsuleBadResponse),
+        (
+            400,
+            {"error": "invalid_grant", "error_description": "expired"},
+            capsule_errors.InvalidGrant,
+        ),
+        (400, {"message": "invalid_grant"}, capsule_errors.InvalidGrant),
+        (401, {"error": "invalid_client"}, capsule_errors.InvalidClient),
+        (401, "Unauthorized", capsule_errors.InvalidClient),
+        (400, {"error": "invalid_request"}, capsule_errors.OAuthError),
+        (400, "<html>", capsule_errors.CapsuleBadResponse),
+        (500, {"error": "server_error"}, capsule_errors.CapsuleUnavailable),
+        (200, "<html>oops", capsule_errors.CapsuleBadResponse),
     ],
 )
 def test_token_errors_are_classified(
@@ -112,7 +125,7 @@ def test_token_errors_are_classified(
 def test_429_carries_the_reset_time(mock: responses.RequestsMock) -> None:
     token_reply(mock, 429, {"error": "rate limit reached"}, **{"X-RateLimit-Reset": "1900000000"})
 
-    with pytest.raises(capsule.CapsuleRateLimited) as raised:
+    with pytest.raises(capsule_errors.CapsuleRateLimited) as raised:
         refresh()
 
     assert raised.value.reset_at == 1_900_000_000
@@ -121,8 +134,8 @@ def test_429_carries_the_reset_time(mock: responses.RequestsMock) -> None:
 def test_oauth_error_messages_carry_no_secret(mock: responses.RequestsMock) -> None:
     token_reply(mock, 400, {"error": "invalid_grant", "error_description": "token r expired"})
 
-    with pytest.raises(capsule.InvalidGrant) as raised:
-        capsule.refresh(BASE, CREDENTIALS, refresh_token="r-secret-token", timeout=1)
+    with pytest.raises(capsule_errors.InvalidGrant) as raised:
+        token_endpoint.refresh(SETTINGS, refresh_token="r-secret-token")
 
     assert "r-secret-token" not in str(raised.value)
     assert "secret-value" not in str(raised.value)
@@ -153,10 +166,10 @@ def test_api_request_sends_the_bearer_token_and_reads_rate_limits(
         },
     )
 
-    answer = capsule.api_request(BASE, "tok", "GET", "/parties", timeout=1, params={"page": 2})
+    answer = api.api_request(BASE, "tok", "GET", "/parties", timeout=1, params={"page": 2})
 
     assert answer.body == {"parties": []}
-    assert answer.rate_limit == capsule.RateLimit(4000, 12, 1_900_000_000)
+    assert answer.rate_limit == api.RateLimit(4000, 12, 1_900_000_000)
     assert mock.calls[0].request.headers["Authorization"] == "Bearer tok"
     assert mock.calls[0].request.url == f"{BASE}/api/v2/parties?page=2"
 
@@ -170,12 +183,12 @@ def test_api_422_keeps_capsules_field_errors(mock: responses.RequestsMock) -> No
         status=422,
     )
 
-    with pytest.raises(capsule.CapsuleAPIError) as raised:
-        capsule.api_request(BASE, "tok", "POST", "/parties", timeout=1, json={})
+    with pytest.raises(capsule_errors.CapsuleAPIError) as raised:
+        api.api_request(BASE, "tok", "POST", "/parties", timeout=1, json={})
 
     assert (raised.value.status, raised.value.errors) == (422, errors)
 
 
 def test_api_path_must_stay_under_api_v2() -> None:
     with pytest.raises(ValueError, match="relative"):
-        capsule.api_request(BASE, "tok", "GET", "https://evil.example/x", timeout=1)
+        api.api_request(BASE, "tok", "GET", "https://evil.example/x", timeout=1)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from capsule_oauth import pages, states
-from capsule_oauth.config import ConfigError, Settings
+from capsule_oauth.config import Settings
+from capsule_oauth.errors import ConfigError
+from capsule_oauth.web import binding, pages
 
 REQUIRED = {
     "STATE_TABLE_NAME": "states",
@@ -59,7 +60,7 @@ def test_base_url_loses_its_trailing_slash() -> None:
 def test_pkce_challenge_matches_rfc_7636_appendix_b() -> None:
     verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
 
-    assert states.pkce_challenge(verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    assert binding.pkce_challenge(verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 
 
 def test_failure_page_escapes_everything_it_shows() -> None:

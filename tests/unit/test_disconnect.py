@@ -12,11 +12,11 @@ from capsule_oauth import (
     ConnectionNotFound,
     ReauthorizationRequired,
     TokenUnavailable,
-    connections,
     disconnect,
     get_access_token,
 )
 from capsule_oauth.config import Settings
+from capsule_oauth.store import connections
 from local.stack import Stack
 from tests.support.capsule_fake import CLIENT_ID, FakeCapsule
 from tests.support.connections import CID, T0, run_refresh, seed, stored
@@ -115,8 +115,8 @@ def test_disconnect_waits_for_a_refresh_in_progress(
     settings: Settings, fake_capsule: FakeCapsule
 ) -> None:
     seed(settings, fake_capsule)
-    connections.acquire_lease(
-        settings.connections_table, CID, owner="refresher", now=LATER, lease_seconds=60
+    connections.ConnectionStore(settings).acquire_lease(
+        CID, owner="refresher", now=LATER, lease_seconds=60
     )
 
     with time_machine.travel(LATER, tick=False), pytest.raises(TokenUnavailable):

@@ -13,9 +13,10 @@ import requests
 import time_machine
 from aws_lambda_powertools.metrics import MetricUnit
 
-from capsule_oauth import aws, connections, crypto, get_access_token
+from capsule_oauth import get_access_token
 from capsule_oauth.config import Settings
 from capsule_oauth.observability import metrics
+from capsule_oauth.store import aws, connections, crypto
 from local.lambda_container import Invoke
 from local.stack import Stack, load_event
 from tests.support.capsule_fake import EXPIRES_IN, FakeCapsule, Reply
@@ -341,8 +342,8 @@ def test_lease_held_by_another_worker_leaves_the_connection_alone(
     settings: Settings, fake_capsule: FakeCapsule, at_due_time: None
 ) -> None:
     seed(settings, fake_capsule)
-    connections.acquire_lease(
-        settings.connections_table, CID, owner="someone-else", now=DUE, lease_seconds=60
+    connections.ConnectionStore(settings).acquire_lease(
+        CID, owner="someone-else", now=DUE, lease_seconds=60
     )
     before = stored(settings)
 
@@ -355,8 +356,8 @@ def test_lease_held_by_another_worker_leaves_the_connection_alone(
 
 def test_an_expired_lease_is_taken_over(settings: Settings, fake_capsule: FakeCapsule) -> None:
     seed(settings, fake_capsule)
-    connections.acquire_lease(
-        settings.connections_table, CID, owner="crashed-worker", now=DUE - 120, lease_seconds=60
+    connections.ConnectionStore(settings).acquire_lease(
+        CID, owner="crashed-worker", now=DUE - 120, lease_seconds=60
     )
 
     with time_machine.travel(DUE, tick=False):

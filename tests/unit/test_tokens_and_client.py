@@ -14,12 +14,11 @@ from capsule_oauth import (
     ConnectionNotFound,
     ReauthorizationRequired,
     TokenUnavailable,
-    aws,
-    connections,
     get_access_token,
     tokens,
 )
 from capsule_oauth.config import Settings
+from capsule_oauth.store import aws, connections
 from tests.support.capsule_fake import EXPIRES_IN, FakeCapsule
 from tests.support.connections import CID, T0, refresh_requests, seed, stored, stored_tokens
 
@@ -126,8 +125,8 @@ def test_a_lease_held_too_long_elsewhere_is_token_unavailable(
     settings: Settings, fake_capsule: FakeCapsule, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seed(settings, fake_capsule, expires_at=T0 + 60)
-    connections.acquire_lease(
-        settings.connections_table, CID, owner="elsewhere", now=T0 + 10, lease_seconds=3600
+    connections.ConnectionStore(settings).acquire_lease(
+        CID, owner="elsewhere", now=T0 + 10, lease_seconds=3600
     )
     monkeypatch.setattr(tokens, "_POLL_SECONDS", 0.0)
 

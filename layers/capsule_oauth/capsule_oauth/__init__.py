@@ -17,32 +17,30 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from capsule_oauth.capsule import (
+    from capsule_oauth.client import CapsuleClient
+    from capsule_oauth.errors import (
         CapsuleAPIError,
         CapsuleError,
         CapsuleRateLimited,
         CapsuleUnavailable,
-    )
-    from capsule_oauth.client import CapsuleClient
-    from capsule_oauth.disconnect_flow import disconnect
-    from capsule_oauth.tokens import (
         ConnectionNotFound,
         ReauthorizationRequired,
         TokenUnavailable,
-        get_access_token,
     )
+    from capsule_oauth.flows.disconnect import disconnect
+    from capsule_oauth.tokens import get_access_token
 
 _EXPORTS = {
     "CapsuleClient": "capsule_oauth.client",
-    "disconnect": "capsule_oauth.disconnect_flow",
+    "disconnect": "capsule_oauth.flows.disconnect",
     "get_access_token": "capsule_oauth.tokens",
-    "ConnectionNotFound": "capsule_oauth.tokens",
-    "ReauthorizationRequired": "capsule_oauth.tokens",
-    "TokenUnavailable": "capsule_oauth.tokens",
-    "CapsuleError": "capsule_oauth.capsule",
-    "CapsuleAPIError": "capsule_oauth.capsule",
-    "CapsuleRateLimited": "capsule_oauth.capsule",
-    "CapsuleUnavailable": "capsule_oauth.capsule",
+    "ConnectionNotFound": "capsule_oauth.errors",
+    "ReauthorizationRequired": "capsule_oauth.errors",
+    "TokenUnavailable": "capsule_oauth.errors",
+    "CapsuleError": "capsule_oauth.errors",
+    "CapsuleAPIError": "capsule_oauth.errors",
+    "CapsuleRateLimited": "capsule_oauth.errors",
+    "CapsuleUnavailable": "capsule_oauth.errors",
 }
 
 __all__ = [

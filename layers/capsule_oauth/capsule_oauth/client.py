@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from capsule_oauth import capsule, config, tokens
-from capsule_oauth.capsule import RateLimit
+from capsule_oauth import config, tokens
+from capsule_oauth.capsule import api
+from capsule_oauth.capsule.api import APIResponse, RateLimit
 from capsule_oauth.config import Settings
+from capsule_oauth.errors import CapsuleRateLimited, CapsuleUnauthorized
 
 
 class CapsuleClient:
@@ -34,7 +36,7 @@ class CapsuleClient:
         token = tokens.current_token(self.connection_id, settings=self.settings)
         try:
             answer = self._send(token, method, path, params, json)
-        except capsule.CapsuleUnauthorized:
+        except CapsuleUnauthorized:
             token = tokens.renew(
                 self.connection_id, settings=self.settings, rejected_version=token.version
             )
@@ -48,9 +50,9 @@ class CapsuleClient:
         path: str,
         params: dict[str, Any] | None,
         json: Any,
-    ) -> capsule.APIResponse:
+    ) -> APIResponse:
         try:
-            answer = capsule.api_request(
+            answer = api.api_request(
                 self.settings.capsule_base_url,
                 token.value,
                 method,
@@ -59,7 +61,7 @@ class CapsuleClient:
                 params=params,
                 json=json,
             )
-        except capsule.CapsuleRateLimited:
+        except CapsuleRateLimited:
             self.rate_limit = None
             raise
         self.rate_limit = answer.rate_limit

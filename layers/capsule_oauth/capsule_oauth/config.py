@@ -8,9 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-
-class ConfigError(RuntimeError):
-    """A setting is missing or wrong; the message says which and how to fix it."""
+from capsule_oauth.errors import ConfigError
 
 
 def _required(env: Mapping[str, str], name: str) -> str:

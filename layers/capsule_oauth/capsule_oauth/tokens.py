@@ -12,35 +12,18 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from capsule_oauth import config, connections, crypto, refresh_flow
+from capsule_oauth import config
 from capsule_oauth.config import Settings
-from capsule_oauth.connections import Connection
-from capsule_oauth.refresh_flow import Outcome, RunReport
+from capsule_oauth.errors import ConnectionNotFound, ReauthorizationRequired, TokenUnavailable
+from capsule_oauth.flows import refresh
+from capsule_oauth.flows.refresh import Outcome
+from capsule_oauth.store.connections import ACTIVE, Connection, ConnectionStore
 
 _POLL_SECONDS = 0.2
 
 
-class ConnectionNotFound(LookupError):
-    """No connection with this id: connect the Capsule account first."""
-
-
 def _not_found(connection_id: str) -> ConnectionNotFound:
     return ConnectionNotFound(f"no Capsule connection {connection_id!r}; connect it first")
-
-
-class ReauthorizationRequired(RuntimeError):
-    """The person must connect the Capsule account again (revoked, expired or disconnected)."""
-
-    def __init__(self, connection_id: str, status: str) -> None:
-        super().__init__(
-            f"connection {connection_id} is {status}: the person must connect Capsule again"
-        )
-        self.connection_id = connection_id
-        self.status = status
-
-
-class TokenUnavailable(RuntimeError):
-    """No valid token right now (Capsule unreachable or busy refreshing); try again shortly."""
 
 
 @dataclass(frozen=True)
@@ -85,14 +68,14 @@ def _usable(token: AccessToken | None, settings: Settings, now: float) -> bool:
 
 
 def _from_connection(settings: Settings, connection: Connection) -> AccessToken:
-    pair = crypto.unseal(settings.token_key_id, connection.connection_id, connection.tokens)
+    pair = ConnectionStore(settings).tokens(connection)
     return AccessToken(pair.access_token, connection.version, connection.expires_at)
 
 
 def _check_active(connection_id: str, connection: Connection | None) -> Connection:
     if connection is None:
         raise _not_found(connection_id)
-    if connection.status != connections.ACTIVE:
+    if connection.status != ACTIVE:
         raise ReauthorizationRequired(connection_id, connection.status)
     return connection
 
@@ -105,9 +88,7 @@ def current_token(connection_id: str, *, settings: Settings | None = None) -> Ac
         cached = _cache.get(connection_id)
     if cached is not None and _usable(cached, settings, now):
         return cached
-    connection = _check_active(
-        connection_id, connections.get(settings.connections_table, connection_id)
-    )
+    connection = _check_active(connection_id, ConnectionStore(settings).get(connection_id))
     if connection.expires_at - settings.token_margin_seconds > now:
         return _remember(connection_id, _from_connection(settings, connection))
     return renew(connection_id, settings=settings)
@@ -140,13 +121,11 @@ def renew(
     owner = f"token:{uuid.uuid4().hex}"
     deadline = time.monotonic() + settings.lease_wait_seconds
     while True:
-        result = refresh_flow.refresh_connection(
+        result = refresh.refresh_connection(
             settings, connection_id, owner=owner, needs_refresh=needs_refresh
         )
         if result.outcome is not Outcome.CONTENDED:  # waiting for another holder is no failure
-            report = RunReport()
-            report.add(result)
-            refresh_flow.emit_metrics(report)
+            refresh.count_result(result)
         if result.outcome is Outcome.REFRESHED and result.connection and result.access_token:
             token = AccessToken(
                 result.access_token, result.connection.version, result.connection.expires_at
@@ -166,9 +145,7 @@ def renew(
             )
         time.sleep(_POLL_SECONDS)
 
-    connection = _check_active(
-        connection_id, connections.get(settings.connections_table, connection_id)
-    )
+    connection = _check_active(connection_id, ConnectionStore(settings).get(connection_id))
     token = _from_connection(settings, connection)
     if token.expires_at <= time.time() or token.version == rejected_version:
         raise TokenUnavailable(

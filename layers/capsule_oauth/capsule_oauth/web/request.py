@@ -8,9 +8,9 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
-from capsule_oauth import pages
-from capsule_oauth.config import ConfigError
+from capsule_oauth.errors import AuthorizationFailed, ConfigError
 from capsule_oauth.observability import count_by, logger
+from capsule_oauth.web import pages
 
 Handler = Callable[[APIGatewayProxyEventV2], dict[str, Any]]
 
@@ -46,25 +46,13 @@ def never_raises(flow: str) -> Callable[[Handler], Callable[[dict[str, Any]], di
             except ConfigError as error:
                 logger.error("Connector is not configured", extra={"problem": str(error)})
                 count_by("AuthorizationFailed", "reason", "NotConfigured")
-                return pages.failure(
-                    503,
-                    title="This app is not set up yet",
-                    message="The connection to Capsule is not configured on the server.",
-                    next_step="Please try again later or tell the app's owner.",
-                    retry_url=None,
-                    retry_after=300,
+                return pages.refused(
+                    AuthorizationFailed(503, "NotConfigured", retry_after=300), retry_url=None
                 )
             except Exception:
                 logger.exception(f"{flow} crashed")
                 count_by("AuthorizationFailed", "reason", "InternalError")
-                return pages.failure(
-                    500,
-                    title="Something went wrong",
-                    message="The app could not finish connecting your Capsule account;"
-                    " nothing was saved.",
-                    next_step="Please try again in a minute.",
-                    retry_url="start",
-                )
+                return pages.refused(AuthorizationFailed(500, "InternalError"), retry_url="start")
 
         return run
 

@@ -9,11 +9,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from capsule_oauth import aws
-
-
-class TokenDecryptionError(RuntimeError):
-    """Stored tokens could not be decrypted (wrong connection, key or corrupted data)."""
+from capsule_oauth.errors import TokenDecryptionError
+from capsule_oauth.store import aws
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from capsule_oauth import capsule, connections, crypto, oauth
+from capsule_oauth.capsule import token_endpoint
 from capsule_oauth.config import Settings
-from capsule_oauth.connections import Connection
+from capsule_oauth.errors import (
+    CapsuleError,
+    CapsuleRateLimited,
+    InvalidGrant,
+    LeaseNotAcquired,
+    StaleWrite,
+    TokenDecryptionError,
+)
 from capsule_oauth.observability import count, count_by, logger
+from capsule_oauth.store.connections import ACTIVE, Connection, ConnectionStore, refresh_due_at
+from capsule_oauth.store.crypto import TokenPair
+
+# Transient failures wait 15 min, 30, 60 ... up to 6 h before the next try.
+BACKOFF_BASE_SECONDS = 900
+BACKOFF_MAX_SECONDS = 6 * 3600
 
 
 class Outcome(StrEnum):
@@ -46,6 +59,11 @@ class RefreshResult:
 NeedsRefresh = Callable[[Connection, int], bool]
 
 
+def backoff_seconds(failure_count: int) -> int:
+    exponent = max(failure_count - 1, 0)
+    return int(min(BACKOFF_BASE_SECONDS * 2 ** min(exponent, 16), BACKOFF_MAX_SECONDS))
+
+
 def scheduled_due(connection: Connection, now: int) -> bool:
     return connection.refresh_due_at is not None and connection.refresh_due_at <= now
 
@@ -62,89 +80,82 @@ def refresh_connection(
     owner: str,
     needs_refresh: NeedsRefresh = scheduled_due,
 ) -> RefreshResult:
-    table = settings.connections_table
+    store = ConnectionStore(settings)
     now = int(time.time())
     try:
-        current = connections.acquire_lease(
-            table, connection_id, owner=owner, now=now, lease_seconds=settings.lease_seconds
-        )
-    except connections.LeaseNotAcquired:
+        current = store.acquire_lease(connection_id, owner=owner, now=now)
+    except LeaseNotAcquired:
         return RefreshResult(connection_id, Outcome.CONTENDED, "LeaseHeld")
     if current is None:
         return RefreshResult(connection_id, Outcome.MISSING)
 
     released = False
     try:
-        if current.status != connections.ACTIVE:
+        if current.status != ACTIVE:
             return RefreshResult(connection_id, Outcome.INACTIVE, connection=current)
         if not needs_refresh(current, now):
             return RefreshResult(connection_id, Outcome.NOT_NEEDED, connection=current)
-        result = _refresh_leased(settings, current, owner=owner, now=now)
+        result = _refresh_leased(settings, store, current, owner=owner, now=now)
         released = True  # every path of _refresh_leased ends in a fenced write or StaleWrite
         return result
     finally:
         if not released:
-            connections.release_lease(table, connection_id, owner=owner)
+            store.release_lease(connection_id, owner=owner)
 
 
 def _refresh_leased(
-    settings: Settings, current: Connection, *, owner: str, now: int
+    settings: Settings, store: ConnectionStore, current: Connection, *, owner: str, now: int
 ) -> RefreshResult:
-    table = settings.connections_table
     cid = current.connection_id
     try:
-        stored = crypto.unseal(settings.token_key_id, cid, current.tokens)
-        answer = oauth.refresh(settings, refresh_token=stored.refresh_token)
-    except capsule.InvalidGrant as error:
+        stored = store.tokens(current)
+        answer = token_endpoint.refresh(settings, refresh_token=stored.refresh_token)
+    except InvalidGrant as error:
         try:
-            updated = connections.mark_needs_reauth(
-                table, current, owner=owner, error=error.kind, now=now
-            )
-        except connections.StaleWrite:
+            updated = store.mark_needs_reauth(current, owner=owner, error=error.reason, now=now)
+        except StaleWrite:
             # Our refresh token is no longer the stored one: another worker won. Not a failure.
             return RefreshResult(cid, Outcome.NOT_NEEDED)
         logger.warning(
             "Capsule refused the refresh token: needs reauth", extra={"connection_id": cid}
         )
-        return RefreshResult(cid, Outcome.REAUTH_REQUIRED, error.kind, connection=updated)
-    except (capsule.CapsuleError, crypto.TokenDecryptionError) as error:
-        kind = getattr(error, "kind", type(error).__name__)
-        retry_at = now + connections.backoff_seconds(current.failure_count + 1)
-        if isinstance(error, capsule.CapsuleRateLimited) and error.reset_at:
+        return RefreshResult(cid, Outcome.REAUTH_REQUIRED, error.reason, connection=updated)
+    except (CapsuleError, TokenDecryptionError) as error:
+        reason = error.reason
+        retry_at = now + backoff_seconds(current.failure_count + 1)
+        if isinstance(error, CapsuleRateLimited) and error.reset_at:
             retry_at = max(retry_at, int(error.reset_at) + 1)
         try:
-            updated = connections.record_failure(
-                table, current, owner=owner, error=kind, retry_at=retry_at, now=now
+            updated = store.record_failure(
+                current, owner=owner, error=reason, retry_at=retry_at, now=now
             )
-        except connections.StaleWrite:
+        except StaleWrite:
             updated = None
         logger.warning(
             "Refresh failed; tokens kept, will retry",
-            extra={"connection_id": cid, "error_class": kind, "retry_at": retry_at},
+            extra={"connection_id": cid, "error_class": reason, "retry_at": retry_at},
         )
-        return RefreshResult(cid, Outcome.FAILED, kind, connection=updated)
+        return RefreshResult(cid, Outcome.FAILED, reason, connection=updated)
 
-    tokens = crypto.TokenPair(
+    tokens = TokenPair(
         answer.access_token,
         # No refresh_token in the answer means the old one stays valid.
         answer.refresh_token or stored.refresh_token,
     )
-    sealed = crypto.seal(settings.token_key_id, cid, tokens)
     expires_at = int(time.time()) + answer.expires_in
     try:
-        updated = connections.store_refreshed(
-            table,
+        updated = store.store_refreshed(
             current,
+            tokens,
             owner=owner,
-            tokens=sealed,
             expires_at=expires_at,
             scope=answer.scope or current.scope,
-            refresh_due_at=connections.refresh_due_at(
+            refresh_due_at=refresh_due_at(
                 expires_at, answer.expires_in, settings.refresh_lead_seconds
             ),
             now=int(time.time()),
         )
-    except connections.StaleWrite:
+    except StaleWrite:
         # Only a reconnect (newer tokens) or a lease that ran out can get here.
         logger.error(
             "Refreshed tokens could not be stored: the connection changed meanwhile",
@@ -204,7 +215,7 @@ def refresh_due(
 
     now = int(time.time())
     with ThreadPoolExecutor(settings.refresh_concurrency, thread_name_prefix="refresh") as pool:
-        for connection_id in connections.due_ids(settings.connections_table, now=now):
+        for connection_id in ConnectionStore(settings).due_ids(now=now):
             if remaining_ms() < settings.refresh_min_remaining_ms:
                 report.stopped_early = True
                 break
@@ -222,9 +233,20 @@ _FAILURES = (Outcome.FAILED, Outcome.ERROR, Outcome.CONTENDED)
 
 
 def emit_metrics(report: RunReport) -> None:
+    """A run's metrics, one call per name, from the report its workers filled in."""
     if refreshed := report.outcomes[Outcome.REFRESHED.value]:
         count("RefreshSucceeded", refreshed)
     if reauth := report.outcomes[Outcome.REAUTH_REQUIRED.value]:
         count("ReauthRequired", reauth)
     for error_class, failed in sorted(report.failures.items()):
         count_by("RefreshFailed", "error_class", error_class, failed)
+
+
+def count_result(result: RefreshResult) -> None:
+    """The metrics of one refresh outside a run (an on-demand refresh)."""
+    if result.outcome is Outcome.REFRESHED:
+        count("RefreshSucceeded")
+    elif result.outcome is Outcome.REAUTH_REQUIRED:
+        count("ReauthRequired")
+    elif result.outcome in _FAILURES:
+        count_by("RefreshFailed", "error_class", result.error or result.outcome.value)

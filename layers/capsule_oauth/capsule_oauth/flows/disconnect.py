@@ -9,11 +9,13 @@ from __future__ import annotations
 import time
 import uuid
 
-from capsule_oauth import config, connections, crypto, oauth
+from capsule_oauth import config
+from capsule_oauth.capsule import token_endpoint
 from capsule_oauth.config import Settings
-from capsule_oauth.connections import Connection
+from capsule_oauth.errors import ConnectionNotFound, LeaseNotAcquired, TokenUnavailable
 from capsule_oauth.observability import count, logger
-from capsule_oauth.tokens import ConnectionNotFound, TokenUnavailable, forget
+from capsule_oauth.store.connections import DISCONNECTED, Connection, ConnectionStore
+from capsule_oauth.tokens import forget
 
 
 def disconnect(connection_id: str, *, settings: Settings | None = None) -> Connection:
@@ -23,30 +25,27 @@ def disconnect(connection_id: str, *, settings: Settings | None = None) -> Conne
     CapsuleError (Capsule could not revoke: nothing changed, try again).
     """
     settings = settings or config.settings()
-    table = settings.connections_table
+    store = ConnectionStore(settings)
     owner = f"disconnect:{uuid.uuid4().hex}"
     now = int(time.time())
     try:
-        current = connections.acquire_lease(
-            table, connection_id, owner=owner, now=now, lease_seconds=settings.lease_seconds
-        )
-    except connections.LeaseNotAcquired:
+        current = store.acquire_lease(connection_id, owner=owner, now=now)
+    except LeaseNotAcquired:
         raise TokenUnavailable(
             f"connection {connection_id} is being refreshed; try again shortly"
         ) from None
     if current is None:
         raise ConnectionNotFound(f"no Capsule connection {connection_id!r}; nothing to disconnect")
     try:
-        if current.status == connections.DISCONNECTED:
-            connections.release_lease(table, connection_id, owner=owner)
+        if current.status == DISCONNECTED:
+            store.release_lease(connection_id, owner=owner)
             return current
         if current.tokens:
-            stored = crypto.unseal(settings.token_key_id, connection_id, current.tokens)
-            oauth.revoke(settings, token=stored.refresh_token)
+            token_endpoint.revoke(settings, token=store.tokens(current).refresh_token)
     except BaseException:
-        connections.release_lease(table, connection_id, owner=owner)
+        store.release_lease(connection_id, owner=owner)
         raise
-    updated = connections.mark_disconnected(table, current, owner=owner, now=int(time.time()))
+    updated = store.mark_disconnected(current, owner=owner, now=int(time.time()))
     forget(connection_id)
     count("ConnectionDisconnected")
     logger.info("Capsule connection disconnected", extra={"connection_id": connection_id})

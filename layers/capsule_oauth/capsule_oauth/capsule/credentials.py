@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
-from capsule_oauth.config import ConfigError, Settings
-
-T = TypeVar("T")
-
-
-class CredentialsNotConfigured(ConfigError):
-    """The secret exists but does not hold usable client credentials yet."""
+from capsule_oauth.config import Settings
+from capsule_oauth.errors import CredentialsNotConfigured
 
 
 @dataclass(frozen=True)
@@ -51,22 +44,3 @@ def get_client_credentials(settings: Settings, *, force_fetch: bool = False) -> 
     if not isinstance(client_secret, str) or not client_secret.strip():
         raise CredentialsNotConfigured(f"secret has no client_secret; {how_to_fix}")
     return ClientCredentials(client_id.strip(), client_secret.strip())
-
-
-def with_client_credentials(
-    settings: Settings, call: Callable[[ClientCredentials], T], *, rejected: type[Exception]
-) -> T:
-    """Run ``call`` with the cached credentials; on ``rejected`` re-read the secret and,
-    if it changed, try once more.
-
-    A rotated secret shows up as invalid_client while our cache still holds the old value.
-    Retrying is safe: Capsule refuses the client before it looks at the code or token.
-    """
-    cached = get_client_credentials(settings)
-    try:
-        return call(cached)
-    except rejected:
-        fresh = get_client_credentials(settings, force_fetch=True)
-        if fresh == cached:
-            raise
-        return call(fresh)

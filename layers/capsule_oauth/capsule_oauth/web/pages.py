@@ -1,7 +1,8 @@
 """The pages a person sees, as API Gateway HTTP API responses.
 
 Self-contained (no external assets), every dynamic value escaped, never cached, never
-framed, and no Referer leaves the callback page (its URL carries the code).
+framed, and no Referer leaves the callback page (its URL carries the code). What a failure
+page says comes from web/words.py, by the failure's reason.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import base64
 import hashlib
 from html import escape
 from typing import Any
+
+from capsule_oauth.errors import AuthorizationFailed
+from capsule_oauth.web import words
 
 _CSS = """
 body{font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;
@@ -118,3 +122,17 @@ def failure(
         action += _link(retry_url, "Connect Capsule again")
     extra = {"Retry-After": str(retry_after)} if retry_after else None
     return _html(status, _page(status, "fail", title, lines, action), extra)
+
+
+def refused(refusal: AuthorizationFailed, *, retry_url: str | None) -> dict[str, Any]:
+    """The page for a failed start or callback, in the words its reason calls for."""
+    said = words.for_failure(refusal)
+    return failure(
+        refusal.status,
+        title=said.title,
+        message=said.message,
+        next_step=said.next_step,
+        detail=said.detail,
+        retry_url=retry_url,
+        retry_after=refusal.retry_after,
+    )

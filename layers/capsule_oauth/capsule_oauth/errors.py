@@ -1,0 +1,207 @@
+"""Every exception of the connector, in one place, free of ``requests`` (start never loads it).
+
+``reason`` names the class of failure, short and stable: it is what metrics, logs and the
+stored ``last_error`` show, and what the pages look their words up by (web/words.py).
+Messages never carry a token, code, verifier or client secret.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or wrong; the message says which and how to fix it."""
+
+
+class CredentialsNotConfigured(ConfigError):
+    """The secret exists but does not hold usable client credentials yet."""
+
+
+# --- talking to Capsule -----------------------------------------------------------------------
+
+
+class CapsuleError(Exception):
+    """Capsule could not do what was asked."""
+
+    reason = "CapsuleError"
+
+
+class CapsuleUnavailable(CapsuleError):
+    """Connection error or a 5xx: try again later."""
+
+    reason = "Unavailable"
+
+
+class CapsuleTimeout(CapsuleUnavailable):
+    reason = "Timeout"
+
+
+class CapsuleBadResponse(CapsuleError):
+    """Capsule answered with something that is not what the protocol promises."""
+
+    reason = "BadResponse"
+
+
+class CapsuleRateLimited(CapsuleError):
+    """429: wait until ``reset_at`` (epoch seconds) before calling again."""
+
+    reason = "RateLimited"
+
+    def __init__(self, reset_at: float | None) -> None:
+        when = (
+            f"after {time.strftime('%H:%M:%S', time.gmtime(reset_at))} UTC" if reset_at else "later"
+        )
+        super().__init__(f"Capsule rate limit reached; try again {when}")
+        self.reset_at = reset_at
+
+
+class OAuthError(CapsuleError):
+    """The token endpoint refused the request (RFC 6749 section 5.2)."""
+
+    reason = "OAuthError"
+
+    def __init__(self, error: str, status: int) -> None:
+        super().__init__(f"Capsule token endpoint answered {status} {error}")
+        self.error = error
+        self.status = status
+
+
+class InvalidGrant(OAuthError):
+    """The code or refresh token is expired, used, revoked or was issued to someone else."""
+
+    reason = "InvalidGrant"
+
+
+class InvalidClient(OAuthError):
+    """Capsule does not accept our client id / secret."""
+
+    reason = "InvalidClient"
+
+
+class CapsuleAPIError(CapsuleError):
+    """An API v2 call failed with a 4xx that retrying will not fix."""
+
+    reason = "APIError"
+
+    def __init__(self, status: int, message: str, errors: list[Any] | None = None) -> None:
+        super().__init__(f"Capsule API answered {status}: {message}")
+        self.status = status
+        self.message = message
+        self.errors = errors or []
+
+
+class CapsuleUnauthorized(CapsuleAPIError):
+    """401: the access token is invalid, expired or revoked."""
+
+    reason = "Unauthorized"
+
+
+# --- stored connections and tokens ------------------------------------------------------------
+
+
+class ConnectionNotFound(LookupError):
+    """No connection with this id: connect the Capsule account first."""
+
+
+class ReauthorizationRequired(RuntimeError):
+    """The person must connect the Capsule account again (revoked, expired or disconnected)."""
+
+    def __init__(self, connection_id: str, status: str) -> None:
+        super().__init__(
+            f"connection {connection_id} is {status}: the person must connect Capsule again"
+        )
+        self.connection_id = connection_id
+        self.status = status
+
+
+class TokenUnavailable(RuntimeError):
+    """No valid token right now (Capsule unreachable or busy refreshing); try again shortly."""
+
+
+class TokenDecryptionError(RuntimeError):
+    """Stored tokens could not be decrypted (wrong connection, key or corrupted data)."""
+
+    reason = "TokenDecryptionError"
+
+
+class LeaseNotAcquired(Exception):
+    """Another worker holds the refresh lease of this connection."""
+
+    def __init__(self, connection_id: str) -> None:
+        super().__init__(f"connection {connection_id} is being refreshed by another worker")
+
+
+class StaleWrite(Exception):
+    """The connection changed since it was read (a reconnect or another worker): not ours now."""
+
+
+# --- authorization state ----------------------------------------------------------------------
+
+
+class StateError(Exception):
+    """The callback's state cannot be used."""
+
+    reason = "StateInvalid"
+
+
+class StateMalformed(StateError):
+    reason = "StateMalformed"
+
+
+class StateUnknown(StateError):
+    """Never issued, or already used."""
+
+    reason = "StateUnknown"
+
+
+class StateExpired(StateError):
+    reason = "StateExpired"
+
+
+class BindingMismatch(StateError):
+    """The callback came to a different browser from the one that started."""
+
+    reason = "BindingMismatch"
+
+
+# --- what a person's browser is told ----------------------------------------------------------
+
+
+class AuthorizationFailed(Exception):
+    """Connecting failed: the HTTP status and ``reason`` of the page the person sees.
+
+    The words of that page live in web/words.py, looked up by ``reason``; this carries only
+    the facts they need.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        *,
+        retry_after: int | None = None,
+        return_to: str | None = None,
+        capsule_error: str | None = None,
+        capsule_description: str | None = None,
+    ) -> None:
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+        self.retry_after = retry_after
+        self.return_to = return_to
+        self.capsule_error = capsule_error  # the error name Capsule redirected back with
+        self.capsule_description = capsule_description
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.reason}"
+
+
+class InvalidStartRequest(AuthorizationFailed):
+    """The start request cannot be served as it is; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(400, reason)

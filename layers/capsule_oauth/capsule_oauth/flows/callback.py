@@ -1,0 +1,199 @@
+"""Callback: consume the state once, exchange the code once, learn who connected, save it.
+
+Every way this can fail becomes an ``AuthorizationFailed`` with the status and reason of the
+page the person sees (web/words.py holds its words); nothing is saved unless all steps
+succeed.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from capsule_oauth.capsule import api, token_endpoint
+from capsule_oauth.capsule.token_endpoint import TokenResponse
+from capsule_oauth.config import Settings
+from capsule_oauth.errors import (
+    AuthorizationFailed,
+    BindingMismatch,
+    CapsuleBadResponse,
+    CapsuleError,
+    CapsuleRateLimited,
+    CapsuleTimeout,
+    CapsuleUnavailable,
+    InvalidClient,
+    InvalidGrant,
+    StateError,
+    StateMalformed,
+)
+from capsule_oauth.observability import logger
+from capsule_oauth.store.connections import ConnectionStore, Identity, refresh_due_at
+from capsule_oauth.store.crypto import TokenPair
+from capsule_oauth.store.states import StateRecord, StateStore
+from capsule_oauth.web import binding
+
+_CODE_PATTERN = re.compile(r"^[\x21-\x7e]{1,1024}$")
+_ERROR_PATTERN = re.compile(r"^[\x20-\x7e]{1,64}$")
+
+# The page status for each way Capsule can fail, most specific first; anything else is 502.
+_CAPSULE_STATUS: tuple[tuple[type[CapsuleError], int], ...] = (
+    (InvalidGrant, 400),
+    (InvalidClient, 502),
+    (CapsuleRateLimited, 503),
+    (CapsuleTimeout, 504),
+    (CapsuleUnavailable, 502),
+)
+
+
+@dataclass(frozen=True)
+class Connected:
+    connection_id: str
+    site_name: str
+    user_name: str
+    reconnected: bool
+    return_to: str | None
+
+
+def _capsule_failure(error: CapsuleError, return_to: str | None) -> AuthorizationFailed:
+    status = next((code for cls, code in _CAPSULE_STATUS if isinstance(error, cls)), 502)
+    retry_after = None
+    if isinstance(error, CapsuleRateLimited):
+        retry_after = max(int((error.reset_at or time.time() + 60) - time.time()), 1)
+    return AuthorizationFailed(status, error.reason, retry_after=retry_after, return_to=return_to)
+
+
+def _capsule_said_no(params: dict[str, str]) -> AuthorizationFailed:
+    """Capsule redirected back with ``error=`` (RFC 6749 4.1.2.1): nothing to exchange."""
+    error = params["error"] if _ERROR_PATTERN.fullmatch(params["error"]) else "invalid"
+    if error == "access_denied":
+        return AuthorizationFailed(403, "AccessDenied")
+    return AuthorizationFailed(
+        400,
+        "CapsuleError",
+        capsule_error=error,
+        capsule_description=params.get("error_description", "")[:300] or None,
+    )
+
+
+def _identity(settings: Settings, tokens: TokenResponse) -> Identity:
+    def get(path: str, key: str) -> dict[str, Any]:
+        body = api.api_request(
+            settings.capsule_base_url,
+            tokens.access_token,
+            "GET",
+            path,
+            timeout=settings.http_timeout_seconds,
+        ).body
+        value = body.get(key) if isinstance(body, dict) else None
+        if not isinstance(value, dict):
+            raise CapsuleBadResponse(f"Capsule {path} has no {key!r} object")
+        return value
+
+    user = get("/users/current", "user")
+    site = get("/site", "site")
+    subdomain = str(site.get("subdomain") or tokens.subdomain or "").strip()
+    user_id = user.get("id")
+    if not subdomain or user_id in (None, ""):
+        raise CapsuleBadResponse("Capsule did not say which site and user connected")
+    name = str(user.get("name") or user.get("username") or f"user {user_id}")
+    return Identity(
+        subdomain=subdomain,
+        site_name=str(site.get("name") or subdomain),
+        site_url=str(site.get("url") or ""),
+        user_id=str(user_id),
+        user_name=name,
+        username=str(user.get("username") or ""),
+    )
+
+
+def _save(settings: Settings, tokens: TokenResponse) -> tuple[Identity, bool]:
+    """Learn who connected and store their tokens; True when the connection existed."""
+    if tokens.refresh_token is None:
+        raise CapsuleBadResponse("Capsule token response has no refresh_token")
+    identity = _identity(settings, tokens)
+    now = int(time.time())
+    expires_at = now + tokens.expires_in
+    existed = ConnectionStore(settings).save_authorized(
+        identity,
+        TokenPair(tokens.access_token, tokens.refresh_token),
+        expires_at=expires_at,
+        scope=tokens.scope or settings.scope,
+        refresh_due_at=refresh_due_at(expires_at, tokens.expires_in, settings.refresh_lead_seconds),
+        now=now,
+    )
+    return identity, existed
+
+
+def _give_back(settings: Settings, tokens: TokenResponse) -> None:
+    """Best effort: revoke a grant we cannot keep. Failing here must not hide the first error."""
+    token, hint = (
+        (tokens.refresh_token, "refresh_token")
+        if tokens.refresh_token
+        else (tokens.access_token, "access_token")
+    )
+    try:
+        token_endpoint.revoke(settings, token=token, token_type_hint=hint)
+    except Exception as error:  # already failing: say so and go on
+        logger.warning("Could not revoke the unused grant", extra={"error": type(error).__name__})
+
+
+def _consume_state(settings: Settings, state: str | None, nonce: str | None) -> StateRecord:
+    """The state this browser started with, consumed; raises a StateError otherwise."""
+    if state is None or not binding.well_formed(state):
+        raise StateMalformed("the state parameter is missing or malformed")
+    if nonce is None or not binding.well_formed(nonce):
+        raise BindingMismatch("the browser binding cookie is missing")
+    return StateStore(settings).consume(
+        state, binding=binding.binding_hash(nonce), now=int(time.time())
+    )
+
+
+def complete_authorization(
+    settings: Settings, *, params: dict[str, str], binding_nonce: str | None
+) -> Connected:
+    """Turn Capsule's redirect into a saved connection, or raise AuthorizationFailed."""
+    if "error" in params:
+        raise _capsule_said_no(params)
+    code = params.get("code", "")
+    if not _CODE_PATTERN.fullmatch(code):
+        raise AuthorizationFailed(400, "CodeMissing")
+
+    try:
+        state = _consume_state(settings, params.get("state"), binding_nonce)
+    except StateError as error:
+        raise AuthorizationFailed(400, error.reason) from None
+
+    try:
+        tokens = token_endpoint.exchange_code(
+            settings,
+            code=code,
+            redirect_uri=state.redirect_uri,
+            code_verifier=state.code_verifier,
+        )
+    except CapsuleError as error:
+        logger.warning("Capsule refused or failed the authorization", extra={"error": str(error)})
+        raise _capsule_failure(error, state.return_to) from None
+
+    try:
+        identity, existed = _save(settings, tokens)
+    except BaseException as error:
+        # Capsule granted tokens we could not keep: give them back rather than leave a live
+        # grant nobody holds. The person starts again and gets a fresh one.
+        _give_back(settings, tokens)
+        if isinstance(error, CapsuleError):
+            logger.warning("Connecting failed after the exchange", extra={"error": str(error)})
+            raise _capsule_failure(error, state.return_to) from None
+        raise
+    logger.info(
+        "Capsule account connected",
+        extra={"connection_id": identity.connection_id, "reconnected": existed},
+    )
+    return Connected(
+        connection_id=identity.connection_id,
+        site_name=identity.site_name,
+        user_name=identity.user_name,
+        reconnected=existed,
+        return_to=state.return_to,
+    )

@@ -1,0 +1,380 @@
+"""Connection records in DynamoDB: one item per Capsule user on a Capsule site.
+
+``ConnectionStore`` owns the table and the token key: callers hand it identities and token
+pairs, and it seals and unseals them itself. Every change of tokens or status bumps
+``version``; refreshes write with ``version = :v AND lease_owner = :owner`` so a slower
+worker can never overwrite newer tokens. Active connections carry ``refresh_queue`` and sit
+in the sparse ``DueForRefresh`` index by ``refresh_due_at``; leaving the active state
+removes them from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+from capsule_oauth.config import Settings
+from capsule_oauth.errors import LeaseNotAcquired, StaleWrite
+from capsule_oauth.store import aws, crypto
+from capsule_oauth.store.crypto import TokenPair
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
+
+DUE_INDEX = "DueForRefresh"
+QUEUE = "active"
+
+ACTIVE = "active"
+NEEDS_REAUTH = "needs_reauth"
+DISCONNECTED = "disconnected"
+
+
+def connection_id_for(subdomain: str, user_id: str) -> str:
+    """The same Capsule user on the same Capsule site is always the same connection."""
+    return f"{subdomain.lower()}:{user_id}"
+
+
+@dataclass(frozen=True)
+class Connection:
+    connection_id: str
+    status: str
+    version: int
+    expires_at: int
+    tokens: bytes = field(repr=False)
+    subdomain: str = ""
+    site_name: str = ""
+    site_url: str = ""
+    user_id: str = ""
+    user_name: str = ""
+    username: str = ""
+    scope: str = ""
+    refresh_due_at: int | None = None
+    lease_owner: str | None = None
+    lease_expires_at: int | None = None
+    failure_count: int = 0
+    last_error: str | None = None
+    last_refreshed_at: int | None = None
+    created_at: int = 0
+    updated_at: int = 0
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Connection:
+        def s(name: str) -> str | None:
+            value = item.get(name)
+            return value["S"] if value else None
+
+        def n(name: str) -> int | None:
+            value = item.get(name)
+            return int(value["N"]) if value else None
+
+        tokens = item["tokens"]["B"] if "tokens" in item else b""  # none once disconnected
+        return cls(
+            connection_id=item["connection_id"]["S"],
+            status=item["status"]["S"],
+            version=n("version") or 0,
+            expires_at=n("expires_at") or 0,
+            tokens=bytes(tokens),
+            subdomain=s("subdomain") or "",
+            site_name=s("site_name") or "",
+            site_url=s("site_url") or "",
+            user_id=s("user_id") or "",
+            user_name=s("user_name") or "",
+            username=s("username") or "",
+            scope=s("scope") or "",
+            refresh_due_at=n("refresh_due_at"),
+            lease_owner=s("lease_owner"),
+            lease_expires_at=n("lease_expires_at"),
+            failure_count=n("failure_count") or 0,
+            last_error=s("last_error"),
+            last_refreshed_at=n("last_refreshed_at"),
+            created_at=n("created_at") or 0,
+            updated_at=n("updated_at") or 0,
+        )
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who and where, as Capsule reports it after the code exchange."""
+
+    subdomain: str
+    site_name: str
+    site_url: str
+    user_id: str
+    user_name: str
+    username: str
+
+    @property
+    def connection_id(self) -> str:
+        return connection_id_for(self.subdomain, self.user_id)
+
+
+def refresh_due_at(expires_at: int, expires_in: int, lead_seconds: int) -> int:
+    """When to refresh: ``lead_seconds`` before expiry, or halfway for short-lived tokens."""
+    return expires_at - min(lead_seconds, expires_in // 2)
+
+
+def _n(value: int) -> AttributeValueTypeDef:
+    return {"N": str(value)}
+
+
+def _s(value: str) -> AttributeValueTypeDef:
+    return {"S": value}
+
+
+class ConnectionStore:
+    """The connections table, and the KMS key its tokens are sealed with."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._table = settings.connections_table
+        self._key_id = settings.token_key_id
+        self._lease_seconds = settings.lease_seconds
+
+    def _seal(self, connection_id: str, tokens: TokenPair) -> AttributeValueTypeDef:
+        return {"B": crypto.seal(self._key_id, connection_id, tokens)}
+
+    def tokens(self, connection: Connection) -> TokenPair:
+        """The decrypted tokens of a connection as read (raises TokenDecryptionError)."""
+        return crypto.unseal(self._key_id, connection.connection_id, connection.tokens)
+
+    def save_authorized(
+        self,
+        identity: Identity,
+        tokens: TokenPair,
+        *,
+        expires_at: int,
+        scope: str,
+        refresh_due_at: int,
+        now: int,
+    ) -> bool:
+        """Create or overwrite the connection with fresh tokens. True when it already existed."""
+        response = aws.dynamodb().update_item(
+            TableName=self._table,
+            Key={"connection_id": _s(identity.connection_id)},
+            UpdateExpression=(
+                "SET subdomain = :subdomain, site_name = :site_name, site_url = :site_url,"
+                " user_id = :user_id, user_name = :user_name, username = :username,"
+                " #scope = :scope, #status = :active, tokens = :tokens,"
+                " expires_at = :expires_at, refresh_queue = :queue, refresh_due_at = :due,"
+                " failure_count = :zero, connected_at = :now, updated_at = :now,"
+                " created_at = if_not_exists(created_at, :now),"
+                " version = if_not_exists(version, :zero) + :one"
+                " REMOVE last_error, last_error_at, lease_owner, lease_expires_at"
+            ),
+            ExpressionAttributeNames={"#scope": "scope", "#status": "status"},
+            ExpressionAttributeValues={
+                ":subdomain": _s(identity.subdomain),
+                ":site_name": _s(identity.site_name),
+                ":site_url": _s(identity.site_url),
+                ":user_id": _s(identity.user_id),
+                ":user_name": _s(identity.user_name),
+                ":username": _s(identity.username),
+                ":scope": _s(scope),
+                ":active": _s(ACTIVE),
+                ":tokens": self._seal(identity.connection_id, tokens),
+                ":expires_at": _n(expires_at),
+                ":queue": _s(QUEUE),
+                ":due": _n(refresh_due_at),
+                ":zero": _n(0),
+                ":one": _n(1),
+                ":now": _n(now),
+            },
+            ReturnValues="UPDATED_OLD",
+        )
+        return "version" in response.get("Attributes", {})
+
+    def get(self, connection_id: str) -> Connection | None:
+        response = aws.dynamodb().get_item(
+            TableName=self._table, Key={"connection_id": _s(connection_id)}, ConsistentRead=True
+        )
+        item = response.get("Item")
+        return Connection.from_item(item) if item else None
+
+    def due_ids(self, *, now: int, page_size: int = 500) -> Iterator[str]:
+        """Ids of active connections whose ``refresh_due_at`` has come, oldest first, lazily."""
+        dynamodb = aws.dynamodb()
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": DUE_INDEX,
+            "KeyConditionExpression": "refresh_queue = :queue AND refresh_due_at <= :now",
+            "ExpressionAttributeValues": {":queue": _s(QUEUE), ":now": _n(now)},
+            "Limit": page_size,
+        }
+        while True:
+            page = dynamodb.query(**kwargs)
+            for item in page.get("Items", []):
+                yield item["connection_id"]["S"]
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def acquire_lease(
+        self, connection_id: str, *, owner: str, now: int, lease_seconds: int | None = None
+    ) -> Connection | None:
+        """Take the refresh lease and return the item as it is now; None if it does not exist.
+
+        The returned item is read in the same atomic write that takes the lease, so it is the
+        re-read that must follow taking a lease. Raises LeaseNotAcquired if another holds it.
+        """
+        until = now + (self._lease_seconds if lease_seconds is None else lease_seconds)
+        dynamodb = aws.dynamodb()
+        try:
+            response = dynamodb.update_item(
+                TableName=self._table,
+                Key={"connection_id": _s(connection_id)},
+                UpdateExpression="SET lease_owner = :owner, lease_expires_at = :until",
+                ConditionExpression=(
+                    "attribute_exists(connection_id) AND (attribute_not_exists(lease_owner)"
+                    " OR lease_expires_at < :now OR lease_owner = :owner)"
+                ),
+                ExpressionAttributeValues={
+                    ":owner": _s(owner),
+                    ":until": _n(until),
+                    ":now": _n(now),
+                },
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except dynamodb.exceptions.ConditionalCheckFailedException as failure:
+            existing = cast(dict[str, Any], failure.response).get("Item")
+            if not existing:
+                return None
+            raise LeaseNotAcquired(connection_id) from None
+        return Connection.from_item(response["Attributes"])
+
+    def release_lease(self, connection_id: str, *, owner: str) -> None:
+        dynamodb = aws.dynamodb()
+        # Already released by a fenced write, or taken over after expiry: nothing to do.
+        with contextlib.suppress(dynamodb.exceptions.ConditionalCheckFailedException):
+            dynamodb.update_item(
+                TableName=self._table,
+                Key={"connection_id": _s(connection_id)},
+                UpdateExpression="REMOVE lease_owner, lease_expires_at",
+                ConditionExpression="lease_owner = :owner",
+                ExpressionAttributeValues={":owner": _s(owner)},
+            )
+
+    def _fenced_update(
+        self,
+        current: Connection,
+        *,
+        owner: str,
+        update: str,
+        values: dict[str, AttributeValueTypeDef],
+        names: dict[str, str] | None = None,
+    ) -> Connection:
+        """Write only if ``current`` is still the stored version and ``owner`` holds the lease."""
+        dynamodb = aws.dynamodb()
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": {"connection_id": _s(current.connection_id)},
+            "UpdateExpression": update,
+            "ConditionExpression": "version = :version AND lease_owner = :owner",
+            "ExpressionAttributeValues": {
+                **values,
+                ":version": _n(current.version),
+                ":owner": _s(owner),
+            },
+            "ReturnValues": "ALL_NEW",
+        }
+        if names:  # DynamoDB refuses an empty ExpressionAttributeNames
+            request["ExpressionAttributeNames"] = names
+        try:
+            response = dynamodb.update_item(**request)
+        except dynamodb.exceptions.ConditionalCheckFailedException:
+            raise StaleWrite(f"connection {current.connection_id} changed under us") from None
+        return Connection.from_item(response["Attributes"])
+
+    def store_refreshed(
+        self,
+        current: Connection,
+        tokens: TokenPair,
+        *,
+        owner: str,
+        expires_at: int,
+        scope: str,
+        refresh_due_at: int,
+        now: int,
+    ) -> Connection:
+        """Save rotated tokens atomically, clear failures and release the lease (fenced)."""
+        return self._fenced_update(
+            current,
+            owner=owner,
+            update=(
+                "SET tokens = :tokens, expires_at = :expires_at, #scope = :scope,"
+                " refresh_due_at = :due, last_refreshed_at = :now, updated_at = :now,"
+                " failure_count = :zero, version = version + :one"
+                " REMOVE lease_owner, lease_expires_at, last_error, last_error_at"
+            ),
+            names={"#scope": "scope"},
+            values={
+                ":tokens": self._seal(current.connection_id, tokens),
+                ":expires_at": _n(expires_at),
+                ":scope": _s(scope),
+                ":due": _n(refresh_due_at),
+                ":now": _n(now),
+                ":zero": _n(0),
+                ":one": _n(1),
+            },
+        )
+
+    def record_failure(
+        self, current: Connection, *, owner: str, error: str, retry_at: int, now: int
+    ) -> Connection:
+        """Keep the tokens; note the failure and when to try again; release the lease (fenced)."""
+        return self._fenced_update(
+            current,
+            owner=owner,
+            update=(
+                "SET failure_count = if_not_exists(failure_count, :zero) + :one,"
+                " last_error = :error, last_error_at = :now, refresh_due_at = :retry_at,"
+                " updated_at = :now REMOVE lease_owner, lease_expires_at"
+            ),
+            values={
+                ":error": _s(error),
+                ":retry_at": _n(retry_at),
+                ":now": _n(now),
+                ":zero": _n(0),
+                ":one": _n(1),
+            },
+        )
+
+    def mark_needs_reauth(
+        self, current: Connection, *, owner: str, error: str, now: int
+    ) -> Connection:
+        """Our refresh token is still the stored one and Capsule refused it: the grant is gone.
+
+        The version condition is the fresh read: if anyone stored other tokens since we read
+        them, this raises StaleWrite and the connection stays active.
+        """
+        return self._fenced_update(
+            current,
+            owner=owner,
+            update=(
+                "SET #status = :status, last_error = :error, last_error_at = :now,"
+                " updated_at = :now, version = version + :one"
+                " REMOVE refresh_queue, lease_owner, lease_expires_at"
+            ),
+            names={"#status": "status"},
+            values={
+                ":status": _s(NEEDS_REAUTH),
+                ":error": _s(error),
+                ":now": _n(now),
+                ":one": _n(1),
+            },
+        )
+
+    def mark_disconnected(self, current: Connection, *, owner: str, now: int) -> Connection:
+        """The person disconnected: forget the tokens, leave the schedule, keep the record."""
+        return self._fenced_update(
+            current,
+            owner=owner,
+            update=(
+                "SET #status = :status, updated_at = :now, disconnected_at = :now,"
+                " version = version + :one"
+                " REMOVE tokens, refresh_queue, lease_owner, lease_expires_at"
+            ),
+            names={"#status": "status"},
+            values={":status": _s(DISCONNECTED), ":now": _n(now), ":one": _n(1)},
+        )

@@ -1,0 +1,123 @@
+"""The words a person reads when connecting fails, looked up by the failure's ``reason``.
+
+Flows and handlers raise an ``AuthorizationFailed`` that carries facts (status, reason,
+retry-after, what Capsule said); every sentence shown for it is here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from capsule_oauth.errors import AuthorizationFailed
+
+
+@dataclass(frozen=True)
+class Words:
+    title: str
+    message: str
+    next_step: str
+    detail: str | None = None
+
+
+START_AGAIN = "Start again to connect your Capsule account."
+_SAME_BROWSER = f"{START_AGAIN} Use the same browser from start to finish."
+
+
+def _link_unusable(message: str) -> Words:
+    return Words("This sign-in link cannot be used", message, _SAME_BROWSER)
+
+
+def _capsule(title: str, message: str) -> Words:
+    return Words(title, message, START_AGAIN)
+
+
+def _start_refused(message: str) -> Words:
+    return Words(
+        "This link cannot start a connection",
+        message,
+        "Go back to the app and use its Connect Capsule button.",
+    )
+
+
+def _rate_limited(failure: AuthorizationFailed) -> Words:
+    wait = failure.retry_after or 60
+    return _capsule(
+        "Capsule is busy",
+        f"Capsule asked us to slow down. Please wait about {wait // 60 + 1} minutes.",
+    )
+
+
+def _capsule_said_no(failure: AuthorizationFailed) -> Words:
+    description = failure.capsule_description
+    return Words(
+        "Capsule could not complete the sign-in",
+        f"Capsule answered with the error {failure.capsule_error!r}.",
+        START_AGAIN,
+        detail=f"Capsule said: {description}" if description else None,
+    )
+
+
+_UNEXPECTED = _capsule(
+    "Capsule gave an unexpected answer",
+    "Capsule's answer was not what we expected, so nothing was saved.",
+)
+
+_WORDS: dict[str, Words | Callable[[AuthorizationFailed], Words]] = {
+    # The start request itself.
+    "UnknownOrigin": _start_refused("cannot tell this API's own address from the request"),
+    "UnsafeReturnTo": _start_refused("return_to must be a path on this site, such as /settings"),
+    # What Capsule's redirect back brought.
+    "AccessDenied": Words(
+        "Access was not allowed",
+        "You chose not to allow access in Capsule, so nothing was connected.",
+        "If that was a mistake, connect again and choose Allow.",
+    ),
+    "CapsuleError": _capsule_said_no,
+    "CodeMissing": Words(
+        "This sign-in link is incomplete",
+        "The link from Capsule has no valid authorisation code.",
+        START_AGAIN,
+    ),
+    # The state and the browser binding.
+    "StateExpired": _link_unusable(
+        "This sign-in link has expired: it is only valid for a few minutes."
+    ),
+    "BindingMismatch": _link_unusable(
+        "This sign-in was started in another browser, or this browser does not allow the"
+        " cookie that ties the two steps together."
+    ),
+    "StateUnknown": _link_unusable("This sign-in link is unknown or was already used."),
+    "StateMalformed": _link_unusable("This sign-in link is incomplete."),
+    "StateInvalid": _link_unusable("This sign-in link is incomplete."),
+    # Capsule's answers to the code exchange and the identity calls.
+    "InvalidGrant": _capsule(
+        "Capsule did not accept the sign-in",
+        "The approval from Capsule expired or was already used.",
+    ),
+    "InvalidClient": _capsule(
+        "This app is not set up correctly",
+        "Capsule did not recognise this app's client credentials. The app's owner needs"
+        " to check them.",
+    ),
+    "RateLimited": _rate_limited,
+    "Timeout": _capsule("Capsule did not answer in time", "Capsule took too long to respond."),
+    "Unavailable": _capsule("Capsule is unavailable", "We could not reach Capsule just now."),
+    # This deployment itself.
+    "NotConfigured": Words(
+        "This app is not set up yet",
+        "The connection to Capsule is not configured on the server.",
+        "Please try again later or tell the app's owner.",
+    ),
+    "InternalError": Words(
+        "Something went wrong",
+        "The app could not finish connecting your Capsule account; nothing was saved.",
+        "Please try again in a minute.",
+    ),
+}
+
+
+def for_failure(failure: AuthorizationFailed) -> Words:
+    """The words for ``failure``; any other Capsule answer reads as unexpected."""
+    words = _WORDS.get(failure.reason, _UNEXPECTED)
+    return words(failure) if callable(words) else words
