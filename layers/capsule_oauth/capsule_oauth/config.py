@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from capsule_oauth.errors import ConfigError
+from capsule_oauth.web.return_urls import Origin, parse_allowed_origins
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -69,6 +70,10 @@ class Settings:
     lease_seconds: int = 60
     lease_wait_seconds: float = 5.0
     refresh_min_remaining_ms: int = 20_000
+    allowed_return_origins: tuple[Origin, ...] = ()
+    require_connect_session: bool = True
+    connect_session_ttl_seconds: int = 1800
+    connect_start_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -76,6 +81,13 @@ class Settings:
         redirect_uri = env.get("REDIRECT_URI", "").strip() or None
         if redirect_uri is not None:
             redirect_uri = _url(env, "REDIRECT_URI", redirect_uri)
+        connect_start_url = env.get("CONNECT_START_URL", "").strip() or None
+        if connect_start_url is not None:
+            connect_start_url = _url(env, "CONNECT_START_URL", connect_start_url)
+        try:
+            allowed_return_origins = parse_allowed_origins(env.get("ALLOWED_RETURN_ORIGINS", ""))
+        except ValueError as error:
+            raise ConfigError(f"ALLOWED_RETURN_ORIGINS: {error}") from None
         return cls(
             state_table=_required(env, "STATE_TABLE_NAME"),
             connections_table=_required(env, "CONNECTIONS_TABLE_NAME"),
@@ -106,6 +118,14 @@ class Settings:
             refresh_min_remaining_ms=int(
                 _number(env, "REFRESH_MIN_REMAINING_MS", cls.refresh_min_remaining_ms)
             ),
+            allowed_return_origins=allowed_return_origins,
+            require_connect_session=_flag(
+                env, "REQUIRE_CONNECT_SESSION", cls.require_connect_session
+            ),
+            connect_session_ttl_seconds=int(
+                _number(env, "CONNECT_SESSION_TTL_SECONDS", cls.connect_session_ttl_seconds, 60)
+            ),
+            connect_start_url=connect_start_url,
         )
 
 

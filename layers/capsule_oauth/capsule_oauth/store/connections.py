@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+from capsule_oauth import owners
 from capsule_oauth.config import Settings
 from capsule_oauth.errors import LeaseNotAcquired, StaleWrite
 from capsule_oauth.store import aws, crypto
@@ -58,6 +59,7 @@ class Connection:
     last_refreshed_at: int | None = None
     created_at: int = 0
     updated_at: int = 0
+    owner: str = owners.ANONYMOUS  # items saved before owners existed have none
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Connection:
@@ -91,6 +93,7 @@ class Connection:
             last_refreshed_at=n("last_refreshed_at"),
             created_at=n("created_at") or 0,
             updated_at=n("updated_at") or 0,
+            owner=s("owner") or owners.ANONYMOUS,
         )
 
 

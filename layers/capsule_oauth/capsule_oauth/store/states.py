@@ -12,9 +12,20 @@ import hmac
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from capsule_oauth import owners
 from capsule_oauth.config import Settings
 from capsule_oauth.errors import BindingMismatch, StateExpired, StateUnknown
 from capsule_oauth.store import aws
+
+
+@dataclass(frozen=True)
+class SessionLink:
+    """What a connect session carries into each sign-in it starts."""
+
+    key: str = field(repr=False)  # the session item's key: a hash, never the session token
+    owner: str
+    return_url: str | None
+    reconnect_connection_id: str | None
 
 
 @dataclass(frozen=True)
@@ -25,6 +36,12 @@ class StateRecord:
     return_to: str | None
     created_at: int
     expires_at: int
+    session: SessionLink | None = None
+
+    @property
+    def owner(self) -> str:
+        """Whose connection this sign-in makes: its session's owner, or "anonymous"."""
+        return self.session.owner if self.session else owners.ANONYMOUS
 
 
 class StateStore:
@@ -43,6 +60,7 @@ class StateStore:
         code_verifier: str | None,
         return_to: str | None,
         now: int,
+        session: SessionLink | None = None,
     ) -> StateRecord:
         """Store a new state, bound to the browser whose nonce hashes to ``binding``."""
         record = StateRecord(
@@ -52,6 +70,7 @@ class StateStore:
             return_to=return_to,
             created_at=now,
             expires_at=now + self._ttl_seconds,
+            session=session,
         )
         item = {
             "state": {"S": record.state},
@@ -64,6 +83,13 @@ class StateStore:
             item["code_verifier"] = {"S": code_verifier}
         if return_to:
             item["return_to"] = {"S": return_to}
+        if session:
+            item["session_key"] = {"S": session.key}
+            item["owner"] = {"S": session.owner}
+            if session.return_url:
+                item["return_url"] = {"S": session.return_url}
+            if session.reconnect_connection_id:
+                item["reconnect_connection_id"] = {"S": session.reconnect_connection_id}
         # A collision of 256 random bits will not happen; the condition makes sure of it anyway.
         aws.dynamodb().put_item(
             TableName=self._table,
@@ -98,6 +124,14 @@ class StateStore:
                 raise BindingMismatch("the browser binding cookie does not match") from None
             raise StateUnknown("the state could not be consumed") from None
         item = response["Attributes"]
+        session = None
+        if "session_key" in item:
+            session = SessionLink(
+                key=item["session_key"]["S"],
+                owner=item["owner"]["S"],
+                return_url=item.get("return_url", {}).get("S"),
+                reconnect_connection_id=item.get("reconnect_connection_id", {}).get("S"),
+            )
         return StateRecord(
             state=state,
             redirect_uri=item["redirect_uri"]["S"],
@@ -105,4 +139,5 @@ class StateStore:
             return_to=item.get("return_to", {}).get("S"),
             created_at=int(item["created_at"]["N"]),
             expires_at=int(item["expires_at"]["N"]),
+            session=session,
         )
