@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml layers/capsule_oauth/requirements.txt
 
 venv: $(STAMP) ## create .venv with everything needed to develop, test and run locally
 
-check: lint typecheck template build ## ruff, ruff format --check, mypy, sam validate --lint, cfn-lint, sam build
+check: lint typecheck template build ## ruff, ruff format --check, mypy, sam validate --lint, cfn-lint, no dependency cycle after the SAM transform, sam build
 
 lint: $(STAMP) ## ruff check and ruff format --check
 	ruff check .
@@ -45,6 +45,7 @@ typecheck: $(STAMP) ## mypy, strict
 template: $(STAMP) ## sam validate --lint and cfn-lint on template.yaml
 	sam validate --lint --template template.yaml
 	cfn-lint template.yaml
+	$(PY) -m local.deployable template.yaml
 
 build: $(STAMP) ## sam build, then bytecode compiled in (needs python3.13, as Lambda runs it)
 	sam build --template template.yaml --parallel

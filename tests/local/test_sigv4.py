@@ -1,0 +1,90 @@
+"""The local gateway's SigV4 check accepts what AWS SDKs sign and refuses everything else."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlsplit
+
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from local import sigv4
+
+KNOWN = sigv4.KnownCredentials("AKIALOCAL", "local-secret")
+REGION = "us-east-1"
+URL = "http://127.0.0.1:3000/connect-sessions?b=2&a=1&a=0"
+BODY = json.dumps({"owner": "user-42"}).encode()
+
+
+def signed(
+    url: str = URL,
+    body: bytes = BODY,
+    secret: str = KNOWN.secret_key,
+    region: str = REGION,
+    service: str = "execute-api",
+) -> dict[str, str]:
+    request = AWSRequest(
+        method="POST", url=url, data=body, headers={"Content-Type": "application/json"}
+    )
+    SigV4Auth(Credentials(KNOWN.access_key, secret), service, region).add_auth(request)
+    return dict(request.headers.items())
+
+
+def check(headers: dict[str, str], url: str = URL, body: bytes = BODY) -> sigv4.Caller:
+    parts = urlsplit(url)
+    return sigv4.verify(
+        method="POST",
+        path=parts.path,
+        raw_query=parts.query,
+        headers={"Host": parts.netloc, **headers},
+        body=body,
+        known=KNOWN,
+        region=REGION,
+    )
+
+
+def test_a_request_botocore_signed_is_accepted_and_names_its_caller() -> None:
+    caller = check(signed())
+
+    assert caller.access_key == "AKIALOCAL"
+    assert caller.user_arn == "arn:aws:iam::123456789012:user/local-developer"
+
+
+@pytest.mark.parametrize(
+    ("headers", "url", "body"),
+    [
+        pytest.param({}, URL, BODY, id="unsigned"),
+        pytest.param(signed(secret="wrong"), URL, BODY, id="wrong secret"),
+        pytest.param(signed(region="eu-west-1"), URL, BODY, id="other region"),
+        pytest.param(signed(service="lambda"), URL, BODY, id="other service"),
+        pytest.param(signed(), URL, b'{"owner": "someone-else"}', id="body changed"),
+        pytest.param(signed(), URL.replace("b=2", "b=3"), BODY, id="query changed"),
+        pytest.param(signed(), URL.replace("/connect-sessions", "/connections"), BODY, id="path"),
+        pytest.param({"Authorization": "Bearer abc"}, URL, BODY, id="not sigv4"),
+    ],
+)
+def test_anything_else_is_refused(headers: dict[str, str], url: str, body: bytes) -> None:
+    with pytest.raises(sigv4.SignatureRejected):
+        check(headers, url, body)
+
+
+def test_an_old_signature_is_refused() -> None:
+    headers = signed()
+    parts = urlsplit(URL)
+    with pytest.raises(sigv4.SignatureRejected, match="expired"):
+        sigv4.verify(
+            method="POST",
+            path=parts.path,
+            raw_query=parts.query,
+            headers={"Host": parts.netloc, **headers},
+            body=BODY,
+            known=KNOWN,
+            region=REGION,
+            now=9_999_999_999,
+        )
+
+
+def test_the_secret_never_shows_in_a_repr() -> None:
+    assert "local-secret" not in repr(KNOWN)
