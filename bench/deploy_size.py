@@ -227,7 +227,7 @@ def run(*, quick: bool, note: str = "") -> list[Row]:
     without_requests = sum(installed[name].size for name in dropped)
     for label, saved, detail in (
         (
-            "what-if: source only (no .pyc compiled in)",
+            "what-if: source only (no .pyc; cold import: what they save)",
             compiled,
             {"pyc_bytes": compiled},
         ),
