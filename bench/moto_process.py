@@ -87,8 +87,10 @@ class MotoProcess:
         assert self._process.stdout is not None
         line = self._process.stdout.readline().strip()
         if not line.isdigit():
+            self._process.wait(timeout=10)
+            tail = self._log_tail()
             self.stop()
-            raise RuntimeError(f"moto server did not start: {self._log_tail()}")
+            raise RuntimeError(f"moto server did not start: {tail}")
         self.port = int(line)
         return self
 
@@ -143,8 +145,9 @@ def server_stack(accounts: Iterable[Account] | None = None) -> Iterator[ServerSt
     here talks to that moto); everything undone on the way out."""
     saved = dict(os.environ)
     moto = MotoProcess().start()
-    emulator = CapsuleEmulator(accounts=accounts).start()
+    emulator = CapsuleEmulator(accounts=accounts)
     try:
+        emulator.start()
         os.environ["AWS_ENDPOINT_URL"] = moto.endpoint
         template = Template.load()
         stack = create_stack(
