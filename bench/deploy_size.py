@@ -1,9 +1,11 @@
-"""Section 4: what ``sam build`` puts in each artifact, unzipped, and what the layer bundles.
+"""Section 5: what ``sam build`` puts in each artifact, unzipped, and what the layer bundles.
 
 Sizes are the sum of the files' sizes (what Lambda's 250 MB unzipped limit counts),
-including the .pyc files ``make build`` compiles in. The what-ifs: the same without those
-.pyc, and that with bare urllib3 instead of requests (the layer's installed distributions,
-by their dist-info RECORD files, minus what only requests needs).
+including the .pyc files ``make build`` compiles in. Size is reported, not a target on its
+own: what a person feels is the cold start, and the paired cold-import figures decide
+whether the bytecode earns its megabytes. The what-ifs: the same without those .pyc, and that
+with bare urllib3 instead of requests (the layer's installed distributions, by their
+dist-info RECORD files, minus what only requests needs).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from bench.common import BUILD_DIR, LAYER_DIR, ROOT, SKIP, Row, verdict
 
 SECTION = "deploy size"
 LAYER = "CapsuleOAuthLayer"
-TOTAL_TARGET_BYTES = 5 * 1024 * 1024
 MB = 1024 * 1024
 # Lambda's python3.13 runtime on arm64, for dependency markers.
 _TARGET_ENVIRONMENT: dict[str, str] = {
@@ -52,24 +53,40 @@ def tree_bytes(path: Path) -> int:
 
 
 def sam_build() -> str | None:
-    """Run ``sam build`` as ``make build`` does; the error text if it failed."""
+    """Run ``sam build`` and compile the bytecode in, as ``make build`` does; the error text
+    if it failed."""
     sam = Path(sys.executable).with_name("sam")
-    command = [str(sam) if sam.exists() else "sam", "build", "--template", "template.yaml"]
     env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
-    if shutil.which("python3.13", path=env.get("PATH")) is None:
+    python313 = shutil.which("python3.13", path=env.get("PATH"))
+    if python313 is None:
         return "sam build needs python3.13 on PATH"
-    completed = subprocess.run(
-        [*command, "--parallel"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if completed.returncode != 0:
-        return "\n".join((completed.stderr or completed.stdout).splitlines()[-5:])
+    build = [str(sam) if sam.exists() else "sam", "build", "--template", "template.yaml"]
+    compile_in = [python313, "-m", "compileall", "-q", "-j", "0"]
+    for command in (
+        [*build, "--parallel"],
+        [*compile_in, "--invalidation-mode", "unchecked-hash", str(BUILD_DIR)],
+    ):
+        completed = subprocess.run(
+            command,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        if completed.returncode != 0:
+            return "\n".join((completed.stderr or completed.stdout).splitlines()[-5:])
     return None
+
+
+def ensure_build(*, quick: bool, rebuild: bool) -> str:
+    """Build when asked to, or when a full run finds no build; what went wrong, if anything."""
+    if rebuild or (not quick and not BUILD_DIR.is_dir()):
+        error = sam_build()
+        if error:
+            return f"sam build failed: {error}"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -141,15 +158,11 @@ def _mb(size: int) -> str:
     return f"{size / MB:.2f} MB" if size >= MB / 10 else f"{size / 1024:.1f} KB"
 
 
-def run(*, quick: bool, rebuild: bool) -> list[Row]:
-    note = ""
-    if rebuild or (not quick and not BUILD_DIR.is_dir()):
-        error = sam_build()
-        if error:
-            note = f"sam build failed: {error}"
+def run(*, quick: bool, note: str = "") -> list[Row]:
+    """``note``: what ``ensure_build`` said, if the build failed."""
     if not BUILD_DIR.is_dir():
         reason = note or ("no .aws-sam/build (run make build)" if quick else "no build output")
-        return [Row(SECTION, "artifacts under .aws-sam/build", reason, "<= 5 MB", SKIP)]
+        return [Row(SECTION, "artifacts under .aws-sam/build", reason, "", SKIP)]
 
     rows: list[Row] = []
     artifacts = sorted(path for path in BUILD_DIR.iterdir() if path.is_dir())
@@ -162,8 +175,7 @@ def run(*, quick: bool, rebuild: bool) -> list[Row]:
             SECTION,
             "total of the artifacts (unzipped)" + (f" [{note}]" if note else ""),
             _mb(total),
-            "<= 5 MB",
-            verdict(total <= TOTAL_TARGET_BYTES),
+            "reported, not a target: cold start is",
             value=total,
             unit="bytes",
         )
@@ -215,7 +227,7 @@ def run(*, quick: bool, rebuild: bool) -> list[Row]:
     without_requests = sum(installed[name].size for name in dropped)
     for label, saved, detail in (
         (
-            "what-if: source only (no .pyc compiled in)",
+            "what-if: source only (no .pyc; cold import: what they save)",
             compiled,
             {"pyc_bytes": compiled},
         ),
@@ -231,8 +243,6 @@ def run(*, quick: bool, rebuild: bool) -> list[Row]:
                 SECTION,
                 label,
                 f"total {_mb(total_then)} (-{_mb(saved)})",
-                "<= 5 MB",
-                f"would {verdict(total_then <= TOTAL_TARGET_BYTES)}",
                 value=total_then,
                 unit="bytes",
                 detail=detail,

@@ -9,12 +9,12 @@ on, so the bench's own set-up (seeding, driving the consent pages) is never coun
 from __future__ import annotations
 
 import contextlib
-import socketserver
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -98,11 +98,15 @@ def _timed(recorder: Recorder, kind: str, name: str) -> Iterator[None]:
 @contextlib.contextmanager
 def installed(recorder: Recorder) -> Iterator[Recorder]:
     """Wrap botocore, moto's request handler, requests and the HTTP server side (the emulator
-    is the only server in this process) for the life of the block."""
+    is the only HTTP server in this process) for the life of the block.
+
+    The server side is timed per request, not per connection: the emulator keeps connections
+    alive, so a connection can outlive the recording. Its wall time includes waiting for the
+    next request on a kept-alive connection; its CPU time does not."""
     make_api_call: Any = vars(BaseClient)["_make_api_call"]
     session_request: Any = vars(requests.Session)["request"]
     process_request: Any = vars(BotocoreStubber)["process_request"]
-    finish_request: Any = vars(socketserver.BaseServer)["finish_request"]
+    handle_one_request: Any = vars(BaseHTTPRequestHandler)["handle_one_request"]
 
     def counted_api_call(client: Any, operation_name: str, api_params: Any) -> Any:
         service = client.meta.service_model.service_name
@@ -127,15 +131,15 @@ def installed(recorder: Recorder) -> Iterator[Recorder]:
         with _timed(recorder, "moto", f"moto {name}"):
             return process_request(stubber, request)
 
-    def timed_server(server: Any, request: Any, client_address: Any) -> None:
-        with _timed(recorder, "emulator", "emulator connection"):
-            finish_request(server, request, client_address)
+    def timed_server(handler: Any) -> None:
+        with _timed(recorder, "emulator", "emulator request"):
+            handle_one_request(handler)
 
     patches: list[tuple[type, str, Any, Any]] = [
         (BaseClient, "_make_api_call", make_api_call, counted_api_call),
         (requests.Session, "request", session_request, counted_request),
         (BotocoreStubber, "process_request", process_request, timed_mock),
-        (socketserver.BaseServer, "finish_request", finish_request, timed_server),
+        (BaseHTTPRequestHandler, "handle_one_request", handle_one_request, timed_server),
     ]
     for owner, name, _, wrapper in patches:
         setattr(owner, name, wrapper)

@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from bench.common import Row
+from bench.refresh_budget import SPEEDUP_CONCURRENCY, cpu_budget_ms
 from bench.refresh_scale import ScaleResult
 
 HEADERS = ("section", "metric", "value", "target", "status")
@@ -70,41 +71,47 @@ def chart(path: Path, result: ScaleResult, machine: dict[str, Any]) -> None:
     runs = sorted(result.runs, key=lambda run: run.concurrency)
     concurrency = [run.concurrency for run in runs]
     throughput = [run.throughput for run in runs]
-    sequential = next((run for run in runs if run.concurrency == 1), runs[0])
+    sequential = result.sequential
+    busiest = runs[-1]
     figure, axes = plt.subplots(figsize=(7.5, 4.5), dpi=120)
-    axes.plot(concurrency, throughput, "o-", color="tab:blue", label="measured (moto in-process)")
+    axes.plot(
+        concurrency, throughput, "o-", color="tab:blue", label="measured (moto in its own process)"
+    )
     for x, y in zip(concurrency, throughput, strict=True):
         axes.annotate(f"{y:.0f}", (x, y), textcoords="offset points", xytext=(0, 7), ha="center")
     # Perfect overlap: ceil(due / c) rounds of one sequential refresh each.
     per_refresh_s = sequential.wall_s / sequential.due
     ideal = [result.due / (math.ceil(result.due / c) * per_refresh_s) for c in concurrency]
     axes.plot(concurrency, ideal, "--", color="tab:gray", label="perfect overlap (rounds of c)")
-    if sequential.cpu_s > 0:
-        axes.axhline(
-            sequential.due / sequential.cpu_s,
-            color="tab:red",
-            linestyle=":",
-            label="CPU ceiling here (one GIL: workers + moto + emulator)",
-        )
-        servers = sum(
-            sequential.cpu_seconds_by_kind.get(kind, 0.0) for kind in ("moto", "emulator")
-        )
-        client = sequential.cpu_s - servers
-        if client > 0:
-            axes.axhline(
-                sequential.due / client,
-                color="tab:green",
-                linestyle=":",
-                label="CPU ceiling of the client side alone (estimate)",
-            )
+    tops = [*ideal, *throughput]
+    # CPU ceilings, from the busiest run's CPU per refresh: a process can run one core of
+    # Python at a time; a Lambda gets its memory's share of a vCPU.
+    vcpu, _ = cpu_budget_ms(result.memory_mb, result.latency_s, SPEEDUP_CONCURRENCY)
+    ceilings = (
+        (
+            busiest.cpu_s,
+            1.0,
+            "tab:red",
+            "CPU ceiling of this process (connector + emulator, one core)",
+        ),
+        (busiest.moto_cpu_s, 1.0, "tab:orange", "CPU ceiling of moto's process (one core)"),
+        (
+            busiest.connector_cpu_s,
+            vcpu,
+            "tab:green",
+            f"CPU ceiling of one {result.memory_mb} MB Lambda ({vcpu:.2f} vCPU), connector only",
+        ),
+    )
+    for cpu_s, cores, color, label in ceilings:
+        if cpu_s:
+            ceiling = cores * busiest.due / cpu_s
+            axes.axhline(ceiling, color=color, linestyle=":", label=label)
+            tops.append(ceiling)
     axes.set_xscale("log", base=2)
     axes.set_xticks(concurrency, [str(c) for c in concurrency])
     axes.set_xlabel("REFRESH_CONCURRENCY")
     axes.set_ylabel("connections refreshed per second")
-    tops = [*ideal, *throughput]
-    if sequential.cpu_s > 0:
-        tops.append(sequential.due / sequential.cpu_s)
-    axes.set_ylim(bottom=0, top=max(tops) * 1.15)
+    axes.set_ylim(bottom=0, top=max(tops) * 1.5)  # room for the legend above the lines
     axes.set_title(
         f"refresh_due: {result.due} due of {result.total:,} connections,"
         f" Capsule answers in {result.latency_s * 1000:.0f} ms",
