@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    callback_latency,
     calls,
     cold_start,
     deploy_size,
@@ -43,13 +44,14 @@ class Sizes:
     due: int
     concurrencies: tuple[int, ...]
     judged: bool  # False: noisy figures are reported, never judged (SKIP)
+    callbacks: int = 9  # callbacks timed against Capsule at capsule_latency_s
     capsule_latency_s: float = 0.1
 
 
 # 20 pairs: on a shared 2-core machine, 6 left the median's 95% interval 50-90 ms wide, and
 # the width shrinks with the square root of the pairs.
 FULL = Sizes(20, 7, 10_000, 100, (1, 4, 16, 32), judged=True)
-QUICK = Sizes(2, 1, 1_000, 10, (1, 4), judged=False)
+QUICK = Sizes(2, 1, 1_000, 10, (1, 4), judged=False, callbacks=2)
 
 
 def _section(name: str, rows: list[Row], crashed: list[str], run: Callable[[], list[Row]]) -> None:
@@ -119,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         lambda: first_invocation.run(sizes.first_invocations),
     )
     _section(calls.SECTION, rows, crashed, calls.run)
+    _section(
+        callback_latency.SECTION,
+        rows,
+        crashed,
+        lambda: callback_latency.run(sizes.callbacks, sizes.capsule_latency_s),
+    )
     _section(refresh_scale.SECTION, rows, crashed, scale_rows)
     _section(
         deploy_size.SECTION,

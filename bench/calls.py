@@ -57,7 +57,7 @@ def _row(
     )
 
 
-class _Flows:
+class Flows:
     def __init__(self, local: BenchStack, recorder: Recorder) -> None:
         self.local = local
         self.recorder = recorder
@@ -82,19 +82,26 @@ class _Flows:
             raise RuntimeError(f"start answered {response.get('statusCode')}")
         return response
 
-    def callback(self, started: dict[str, Any], account: Account) -> list[Call]:
-        """Approve in the emulator (not counted), then run the callback (counted)."""
+    def approved_callback_event(self, started: dict[str, Any], account: Account) -> dict[str, Any]:
+        """Approve in the emulator as ``account``: the callback event the browser then sends."""
         approval = approve(started["headers"]["Location"], account)
         cookie = started["cookies"][0].split(";")[0]  # name=nonce
         event = load_event("callback.json")
         event["queryStringParameters"] = {"code": approval.code, "state": approval.state}
         event["rawQueryString"] = f"code={approval.code}&state={approval.state}"
         event["cookies"] = [cookie]
-        answers: list[dict[str, Any]] = []
-        calls = self.recorded(lambda: answers.append(self.invoke("CallbackFunction", event)))
-        if answers[0].get("statusCode") != 200:
-            raise RuntimeError(f"callback answered {answers[0].get('statusCode')}")
-        return calls
+        return event
+
+    def run_callback(self, event: dict[str, Any]) -> dict[str, Any]:
+        answer = self.invoke("CallbackFunction", event)
+        if answer.get("statusCode") not in (200, 303):
+            raise RuntimeError(f"callback answered {answer.get('statusCode')}")
+        return answer
+
+    def callback(self, started: dict[str, Any], account: Account) -> list[Call]:
+        """Approve in the emulator (not counted), then run the callback (counted)."""
+        event = self.approved_callback_event(started, account)
+        return self.recorded(lambda: self.run_callback(event))
 
     def make_due(self, connection_id: str) -> None:
         aws.dynamodb().update_item(
@@ -122,7 +129,7 @@ def run() -> list[Row]:
     with bench_stack() as local:
         recorder.capsule_base_url = local.emulator.url
         with installed(recorder):
-            flows = _Flows(local, recorder)
+            flows = Flows(local, recorder)
             rows: list[Row] = []
 
             reset_caches()
