@@ -11,6 +11,7 @@ import pytest
 import requests
 import time_machine
 
+from capsule_oauth.capsule import api
 from capsule_oauth.errors import TokenDecryptionError
 from capsule_oauth.store import crypto
 from local.lambda_container import Invoke
@@ -478,3 +479,23 @@ def test_two_simultaneous_callbacks_with_one_state_make_one_token_request(
 
     assert sorted(statuses) == [200, 400]
     assert len(fake_capsule.token_requests) == 1
+
+
+def test_the_two_identity_lookups_are_in_flight_at_the_same_time(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each lookup waits at a barrier for the other: one after the other, the barrier breaks.
+    both_sent = threading.Barrier(2, timeout=5)
+    send = api.api_request
+
+    def meeting(*args: Any, **kwargs: Any) -> api.APIResponse:
+        if args[3] in ("/users/current", "/site"):
+            both_sent.wait()
+        return send(*args, **kwargs)
+
+    monkeypatch.setattr(api, "api_request", meeting)
+
+    response = connect(invoke, fake_capsule)
+
+    assert response["statusCode"] == 200
+    assert not both_sent.broken

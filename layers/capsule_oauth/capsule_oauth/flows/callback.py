@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,8 +92,13 @@ def _identity(settings: Settings, tokens: TokenResponse) -> Identity:
             raise CapsuleBadResponse(f"Capsule {path} has no {key!r} object")
         return value
 
-    user = get("/users/current", "user")
-    site = get("/site", "site")
+    # Neither lookup needs the other: side by side, the person waits two round trips to
+    # Capsule (token, then both), not three. The pool's exit waits for the site lookup
+    # whatever happens, so no request outlives the callback.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="capsule-site") as pool:
+        site_lookup = pool.submit(get, "/site", "site")
+        user = get("/users/current", "user")
+        site = site_lookup.result()
     subdomain = str(site.get("subdomain") or tokens.subdomain or "").strip()
     user_id = user.get("id")
     if not subdomain or user_id in (None, ""):
