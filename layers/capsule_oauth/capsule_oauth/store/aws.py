@@ -18,6 +18,7 @@ _CONFIG = Config(
     connect_timeout=3,
     read_timeout=5,
     retries={"max_attempts": 3, "mode": "standard"},
+    parameter_validation=False,
 )
 
 
