@@ -156,6 +156,8 @@ class LocalDeployment(LocalControl):
             os.environ.update(self.stack.environment(spec.logical_id))
         if self.quiet:
             os.environ.update(POWERTOOLS_LOG_LEVEL="ERROR", POWERTOOLS_METRICS_DISABLED="true")
+        # The gateway serves plain http and says so in X-Forwarded-Proto: trust it here only.
+        os.environ["CAPSULE_CONNECTOR_LOCAL_GATEWAY"] = "true"
 
         self._gateway = Gateway(
             self.template.routes(), self.invoke, self, host=self.host, port=self.ports.gateway

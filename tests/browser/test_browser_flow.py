@@ -33,7 +33,7 @@ from tests.support.stacks import RunningDeployment
 pytestmark = pytest.mark.browser
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "browser"
-BINDING_COOKIE = "capsule_oauth_binding"
+BINDING_COOKIE = "__Secure-capsule_oauth_binding"
 TIMEOUT_MS = 15_000
 # No network on CI and root in a container: no sandbox, no QUIC, nothing phoning home.
 CHROMIUM_ARGS = [

@@ -13,7 +13,9 @@ import hashlib
 import re
 import secrets
 
-BINDING_COOKIE = "capsule_oauth_binding"
+# __Secure-: browsers accept the cookie only with Secure, from a secure origin, so nothing
+# on a plain-http neighbour can plant or overwrite one.
+BINDING_COOKIE = "__Secure-capsule_oauth_binding"
 
 # 32 random bytes = 256 bits, URL-safe base64 without padding = 43 characters.
 _TOKEN_BYTES = 32

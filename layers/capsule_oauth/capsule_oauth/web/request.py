@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -15,11 +16,50 @@ from capsule_oauth.web import pages
 Handler = Callable[[APIGatewayProxyEventV2], dict[str, Any]]
 
 
+# The local gateway serves plain http and says so in this header; API Gateway is https only,
+# and there a client's own X-Forwarded-Proto must not make us build http:// URLs.
+LOCAL_GATEWAY_ENV = "CAPSULE_CONNECTOR_LOCAL_GATEWAY"
+
+
 def origin(request: APIGatewayProxyEventV2) -> tuple[str, str]:
     """(scheme, host) this request reached us on, as API Gateway saw it."""
-    headers = request.headers
-    scheme = (headers.get("x-forwarded-proto") or "https").split(",")[0].strip().lower()
+    scheme = "https"
+    if os.environ.get(LOCAL_GATEWAY_ENV) == "true":
+        forwarded = request.headers.get("x-forwarded-proto") or "https"
+        scheme = forwarded.split(",")[0].strip().lower()
     return scheme, request.request_context.domain_name
+
+
+def _text(value: object) -> bool:
+    """A string that survives UTF-8 (a lone surrogate does not)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def well_formed(event: object) -> bool:
+    """Whether ``event`` has the shape of an HTTP API payload 2.0 request."""
+    if not isinstance(event, dict):
+        return False
+    context = event.get("requestContext")
+    if not isinstance(context, dict) or not _text(context.get("domainName")):
+        return False
+    query = event.get("queryStringParameters")
+    if query is not None and not (
+        isinstance(query, dict) and all(_text(k) and _text(v) for k, v in query.items())
+    ):
+        return False
+    headers = event.get("headers")
+    if headers is not None and not (
+        isinstance(headers, dict) and all(_text(k) and _text(v) for k, v in headers.items())
+    ):
+        return False
+    cookies = event.get("cookies")
+    return cookies is None or (isinstance(cookies, list) and all(_text(c) for c in cookies))
 
 
 def cookie(request: APIGatewayProxyEventV2, name: str) -> str | None:
@@ -41,6 +81,9 @@ def never_raises(flow: str) -> Callable[[Handler], Callable[[dict[str, Any]], di
     def decorate(handler: Handler) -> Callable[[dict[str, Any]], dict[str, Any]]:
         @functools.wraps(handler)
         def run(event: dict[str, Any]) -> dict[str, Any]:
+            if not well_formed(event):
+                count_by("AuthorizationFailed", "reason", "MalformedRequest")
+                return pages.refused(AuthorizationFailed(400, "MalformedRequest"), retry_url=None)
             try:
                 return handler(APIGatewayProxyEventV2(event))
             except ConfigError as error:

@@ -103,6 +103,7 @@ _WORDS: dict[str, Words | Callable[[AuthorizationFailed], Words]] = {
     "RateLimited": _rate_limited,
     "Timeout": _capsule("Capsule did not answer in time", "Capsule took too long to respond."),
     "Unavailable": _capsule("Capsule is unavailable", "We could not reach Capsule just now."),
+    "MalformedRequest": _start_refused("This request is not one a browser following a link sends."),
     # This deployment itself.
     "NotConfigured": Words(
         "This app is not set up yet",
