@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from capsule_oauth.config import settings
 from capsule_oauth.errors import InvalidStartRequest
-from capsule_oauth.flows.start import start_authorization
+from capsule_oauth.flows.start import moved_start, start_authorization
 from capsule_oauth.observability import count, count_by, logger, metrics
 from capsule_oauth.web import pages, request
 
@@ -18,12 +18,17 @@ from capsule_oauth.web import pages, request
 @request.never_raises("Start")
 def start(event: APIGatewayProxyEventV2) -> dict[str, Any]:
     scheme, host = request.origin(event)
+    moved = moved_start(settings(), host=host, raw_query=event.raw_query_string or "")
+    if moved:
+        return pages.redirect(moved)
+    params = request.query(event)
     try:
         result = start_authorization(
             settings(),
             scheme=scheme,
             host=host,
-            return_to=request.query(event).get("return_to"),
+            return_to=params.get("return_to"),
+            session=params.get("session"),
         )
     except InvalidStartRequest as refusal:
         # One metric label for every refused start; the page says which problem it was.

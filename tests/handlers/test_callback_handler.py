@@ -30,7 +30,16 @@ def connection_items(stack: Stack) -> list[dict[str, Any]]:
 
 
 def state_count(stack: Stack) -> int:
-    return int(boto3.client("dynamodb").scan(TableName=stack.state_table)["Count"])
+    """Authorization states in the state table (connect sessions live there too)."""
+    items = boto3.client("dynamodb").scan(TableName=stack.state_table)["Items"]
+    return sum(not item["state"]["S"].startswith("session#") for item in items)
+
+
+def denial(invoke: Invoke, fake: FakeCapsule, **params: str) -> dict[str, Any]:
+    """Capsule's redirect back with ``error=`` for a sign-in this browser started."""
+    event = callback_event(start(invoke, fake))
+    event["queryStringParameters"] = {**params, "state": event["queryStringParameters"]["state"]}
+    return event
 
 
 def connect(invoke: Invoke, fake: FakeCapsule) -> dict[str, Any]:
@@ -122,7 +131,8 @@ def test_reconnecting_updates_the_same_connection(
     (item,) = connection_items(stack)
     assert item["version"]["N"] == "2"
     assert "connected again" in response["body"]
-    latest = fake_capsule.mock.calls[-3].response  # the second token exchange
+    exchanges = [c for c in fake_capsule.mock.calls if str(c.request.url).endswith("/oauth/token")]
+    latest = exchanges[-1].response  # the second token exchange
     opened = crypto.unseal(stack.token_key_id, "exampleco:1", item["tokens"]["B"])
     assert opened.access_token == json.loads(latest.text)["access_token"]  # type: ignore[union-attr]
 
@@ -171,8 +181,9 @@ def test_a_cookie_of_another_sign_in_does_not_fit(
 
 
 def test_return_to_is_offered_after_connecting(
-    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("REQUIRE_CONNECT_SESSION", "false")  # return_to is for sessionless starts
     started = start(invoke, fake_capsule, "start-return-to.json")
 
     response = invoke("CallbackFunction", callback_event(started))
@@ -197,7 +208,7 @@ def test_without_pkce_no_verifier_is_sent(
 def test_denied_access_shows_a_friendly_page_and_exchanges_nothing(
     stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
 ) -> None:
-    response = invoke("CallbackFunction", load_event("callback-denied.json"))
+    response = invoke("CallbackFunction", denial(invoke, fake_capsule, error="access_denied"))
 
     assert response["statusCode"] == 403
     assert "You chose not to allow access" in response["body"]
@@ -209,11 +220,9 @@ def test_denied_access_shows_a_friendly_page_and_exchanges_nothing(
 def test_capsule_error_description_is_escaped(
     stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
 ) -> None:
-    event = load_event("callback-denied.json")
-    event["queryStringParameters"] = {
-        "error": "server_error",
-        "error_description": "<script>alert(1)</script>",
-    }
+    event = denial(
+        invoke, fake_capsule, error="server_error", error_description="<script>alert(1)</script>"
+    )
 
     response = invoke("CallbackFunction", event)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -13,8 +14,8 @@ from capsule_oauth import config
 from local.lambda_container import Invoke, reset_caches
 from local.stack import Stack, Template, load_event
 from tests.support.capsule_fake import EXPIRES_IN, FakeCapsule
-from tests.support.connections import T0, seed
-from tests.support.sign_in import callback_event, start
+from tests.support.connections import CID, T0, seed
+from tests.support.sign_in import callback_event, new_session, start, with_session
 
 Record = Callable[[Callable[[], Any]], set[str]]
 
@@ -57,18 +58,34 @@ def granted(template: Template, logical_id: str) -> set[str]:
 def test_start_function_is_granted_exactly_what_it_calls(
     template: Template, stack: Stack, invoke: Invoke, record: Record
 ) -> None:
-    called = record(lambda: invoke("StartFunction", load_event("start.json")))
+    event = with_session(load_event("start.json"), new_session())
+    called = record(lambda: invoke("StartFunction", event))
 
     assert called == granted(template, "StartFunction")
+
+
+def test_connect_sessions_function_is_granted_exactly_what_it_calls(
+    template: Template, stack: Stack, fake_capsule: FakeCapsule, invoke: Invoke, record: Record
+) -> None:
+    seed(config.settings(), fake_capsule)  # a connection of "anonymous" to reconnect
+    event = load_event("connect-session.json")
+    event["body"] = json.dumps({"owner": "anonymous", "reconnect_connection_id": CID})
+
+    called = record(lambda: invoke("ConnectSessionsFunction", event))
+
+    assert called == granted(template, "ConnectSessionsFunction")
 
 
 def test_callback_function_is_granted_exactly_what_it_calls(
     template: Template, stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule, record: Record
 ) -> None:
-    started = start(invoke, fake_capsule)
+    first, again = start(invoke, fake_capsule), start(invoke, fake_capsule)
     reset_caches()  # a fresh container: the secret read is part of the callback
 
-    called = record(lambda: invoke("CallbackFunction", callback_event(started)))
+    # Connecting, then connecting the same account again (its replaced grant is opened to
+    # be revoked): together, every call the callback makes.
+    called = record(lambda: invoke("CallbackFunction", callback_event(first)))
+    called |= record(lambda: invoke("CallbackFunction", callback_event(again)))
 
     assert called == granted(template, "CallbackFunction")
 

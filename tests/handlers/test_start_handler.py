@@ -41,6 +41,14 @@ def binding_nonce(response: dict[str, Any]) -> str:
     return str(cookie.split(";")[0].split("=", 1)[1])
 
 
+@pytest.fixture(autouse=True)
+def _sessionless(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about what start does with a request; with or without a connect
+    session it does the same, and the session rules have tests of their own
+    (test_connect_sessions.py). REQUIRE_CONNECT_SESSION=false is the sessionless mode."""
+    monkeypatch.setenv("REQUIRE_CONNECT_SESSION", "false")
+
+
 def test_start_redirects_to_capsule_with_every_authorise_parameter(
     stack: Stack, invoke: Invoke
 ) -> None:
@@ -172,13 +180,33 @@ def test_fixed_redirect_uri_setting_wins_over_the_request_host(
     stack: Stack, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("REDIRECT_URI", "https://connect.example.com/capsule/callback")
+    event = load_event("start.json")
+    event["requestContext"]["domainName"] = "connect.example.com"  # the custom domain
 
-    response = invoke("StartFunction", load_event("start.json"))
+    response = invoke("StartFunction", event)
 
     assert authorise_query(response)["redirect_uri"] == (
         "https://connect.example.com/capsule/callback"
     )
     assert "Path=/capsule/callback" in response["cookies"][0]
+
+
+def test_a_start_on_another_host_than_the_redirect_uri_is_sent_there_before_any_state(
+    stack: Stack, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The binding cookie set on the execute-api host would never reach the custom domain's
+    # callback: every sign-in would fail as "started in another browser".
+    monkeypatch.setenv("REDIRECT_URI", "https://connect.example.com/capsule/callback")
+    event = load_event("start.json")
+    event["rawQueryString"] = "session=abc"
+    event["queryStringParameters"] = {"session": "abc"}
+
+    response = invoke("StartFunction", event)
+
+    assert response["statusCode"] == 302
+    assert response["headers"]["Location"] == "https://connect.example.com/auth/start?session=abc"
+    assert "cookies" not in response
+    assert state_items(stack) == []
 
 
 def test_unconfigured_client_credentials_give_503_and_write_nothing(

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+from capsule_oauth import owners
+from capsule_oauth.flows.sessions import create_connect_session
 from local.lambda_container import Invoke
 from local.stack import load_event
 from tests.support.capsule_fake import FakeCapsule
@@ -25,9 +27,49 @@ class Started:
     code: str
 
 
-def start(invoke: Invoke, fake: FakeCapsule, event: str = "start.json") -> Started:
-    """Run the start handler and let the fake Capsule issue a code, as approving would."""
-    response = invoke("StartFunction", load_event(event))
+def new_session(
+    owner: str = owners.ANONYMOUS,
+    return_url: str | None = None,
+    *,
+    reconnect_connection_id: str | None = None,
+) -> str:
+    """A connect session's token, as the app's backend would get one (in its connect_url)."""
+    created = create_connect_session(
+        owner,
+        return_url,
+        reconnect_connection_id,
+        start_url="https://abc123.execute-api.us-east-1.amazonaws.com/auth/start",
+    )
+    return parse_qs(urlsplit(created["connect_url"]).query)["session"][0]
+
+
+def with_session(event: dict[str, Any], token: str) -> dict[str, Any]:
+    event["queryStringParameters"] = {
+        **(event.get("queryStringParameters") or {}),
+        "session": token,
+    }
+    event["rawQueryString"] = urlencode(event["queryStringParameters"])
+    return event
+
+
+def start(
+    invoke: Invoke,
+    fake: FakeCapsule,
+    event: str = "start.json",
+    *,
+    session: str | None = None,
+) -> Started:
+    """Run the start handler and let the fake Capsule issue a code, as approving would.
+
+    Without ``session`` a connect session of the owner "anonymous" is created first, unless
+    the event brings its own ``return_to`` (a sessionless start: REQUIRE_CONNECT_SESSION off).
+    """
+    start_event = load_event(event)
+    if session is None and "return_to" not in (start_event.get("queryStringParameters") or {}):
+        session = new_session()
+    if session is not None:
+        start_event = with_session(start_event, session)
+    response = invoke("StartFunction", start_event)
     query = {k: v[0] for k, v in parse_qs(urlsplit(response["headers"]["Location"]).query).items()}
     name, nonce = response["cookies"][0].split(";")[0].split("=", 1)
     code = fake.issue_code(query["redirect_uri"], query.get("code_challenge"))

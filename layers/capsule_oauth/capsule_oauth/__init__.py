@@ -28,11 +28,13 @@ if TYPE_CHECKING:
         TokenUnavailable,
     )
     from capsule_oauth.flows.disconnect import disconnect
+    from capsule_oauth.flows.sessions import create_connect_session
     from capsule_oauth.tokens import get_access_token
 
 _EXPORTS = {
     "CapsuleClient": "capsule_oauth.client",
     "disconnect": "capsule_oauth.flows.disconnect",
+    "create_connect_session": "capsule_oauth.flows.sessions",
     "get_access_token": "capsule_oauth.tokens",
     "ConnectionNotFound": "capsule_oauth.errors",
     "ReauthorizationRequired": "capsule_oauth.errors",
@@ -52,6 +54,7 @@ __all__ = [
     "ConnectionNotFound",
     "ReauthorizationRequired",
     "TokenUnavailable",
+    "create_connect_session",
     "disconnect",
     "get_access_token",
 ]

@@ -135,6 +135,10 @@ class LeaseNotAcquired(Exception):
         super().__init__(f"connection {connection_id} is being refreshed by another worker")
 
 
+class ConnectionOwnedElsewhere(PermissionError):
+    """The connection exists but belongs to another owner."""
+
+
 class StaleWrite(Exception):
     """The connection changed since it was read (a reconnect or another worker): not ours now."""
 
@@ -168,6 +172,26 @@ class BindingMismatch(StateError):
     reason = "BindingMismatch"
 
 
+# --- connect sessions ---------------------------------------------------------------------------
+
+
+class InvalidConnectSessionRequest(ValueError):
+    """A connect session cannot be created as asked; ``reason`` is the API's error code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class ConnectSessionUnusable(Exception):
+    """A connect link cannot start (or finish) a sign-in; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 # --- what a person's browser is told ----------------------------------------------------------
 
 
@@ -187,6 +211,8 @@ class AuthorizationFailed(Exception):
         return_to: str | None = None,
         capsule_error: str | None = None,
         capsule_description: str | None = None,
+        return_url: str | None = None,
+        accounts: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(status, reason)
         self.status = status
@@ -195,6 +221,8 @@ class AuthorizationFailed(Exception):
         self.return_to = return_to
         self.capsule_error = capsule_error  # the error name Capsule redirected back with
         self.capsule_description = capsule_description
+        self.return_url = return_url  # the app's, when the sign-in came from a connect session
+        self.accounts = accounts  # (signed in as, expected): a reconnect to another account
 
     def __str__(self) -> str:
         return f"{self.status} {self.reason}"

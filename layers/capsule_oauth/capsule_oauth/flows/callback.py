@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from capsule_oauth.capsule import api, token_endpoint
 from capsule_oauth.capsule.token_endpoint import TokenResponse
@@ -24,14 +25,16 @@ from capsule_oauth.errors import (
     CapsuleRateLimited,
     CapsuleTimeout,
     CapsuleUnavailable,
+    ConnectSessionUnusable,
     InvalidClient,
     InvalidGrant,
     StateError,
     StateMalformed,
 )
-from capsule_oauth.observability import logger
+from capsule_oauth.observability import count, count_by, logger
 from capsule_oauth.store.connections import ConnectionStore, Identity, refresh_due_at
 from capsule_oauth.store.crypto import TokenPair
+from capsule_oauth.store.sessions import SessionStore, state_hash
 from capsule_oauth.store.states import StateRecord, StateStore
 from capsule_oauth.web import binding
 
@@ -55,24 +58,31 @@ class Connected:
     user_name: str
     reconnected: bool
     return_to: str | None
+    return_url: str | None  # the app's, when the sign-in came from a connect session
+    cookie_path: str  # where the binding cookie was set: the registered callback's path
 
 
-def _capsule_failure(error: CapsuleError, return_to: str | None) -> AuthorizationFailed:
+def _capsule_failure(
+    error: CapsuleError, return_to: str | None, return_url: str | None
+) -> AuthorizationFailed:
     status = next((code for cls, code in _CAPSULE_STATUS if isinstance(error, cls)), 502)
     retry_after = None
     if isinstance(error, CapsuleRateLimited):
         retry_after = max(int((error.reset_at or time.time() + 60) - time.time()), 1)
-    return AuthorizationFailed(status, error.reason, retry_after=retry_after, return_to=return_to)
+    return AuthorizationFailed(
+        status, error.reason, retry_after=retry_after, return_to=return_to, return_url=return_url
+    )
 
 
-def _capsule_said_no(params: dict[str, str]) -> AuthorizationFailed:
+def _capsule_said_no(params: dict[str, str], return_url: str | None) -> AuthorizationFailed:
     """Capsule redirected back with ``error=`` (RFC 6749 4.1.2.1): nothing to exchange."""
     error = params["error"] if _ERROR_PATTERN.fullmatch(params["error"]) else "invalid"
     if error == "access_denied":
-        return AuthorizationFailed(403, "AccessDenied")
+        return AuthorizationFailed(403, "AccessDenied", return_url=return_url)
     return AuthorizationFailed(
         400,
         "CapsuleError",
+        return_url=return_url,
         capsule_error=error,
         capsule_description=params.get("error_description", "")[:300] or None,
     )
@@ -114,22 +124,59 @@ def _identity(settings: Settings, tokens: TokenResponse) -> Identity:
     )
 
 
-def _save(settings: Settings, tokens: TokenResponse) -> tuple[Identity, bool]:
-    """Learn who connected and store their tokens; True when the connection existed."""
+def _save(settings: Settings, tokens: TokenResponse, state: StateRecord) -> Identity:
+    """Learn who connected and store their tokens for the state's owner.
+
+    A reconnect link must come back with the account it reconnects; a grant that replaced
+    an earlier one has the earlier one revoked once the new one is saved.
+    """
     if tokens.refresh_token is None:
         raise CapsuleBadResponse("Capsule token response has no refresh_token")
-    identity = _identity(settings, tokens)
+    identity = replace(_identity(settings, tokens), owner=state.owner)
+    target = state.session.reconnect_connection_id if state.session else None
+    if target and identity.connection_id != target:
+        raise AuthorizationFailed(
+            409,
+            "ReconnectAccountMismatch",
+            accounts=(identity.label, state.session.reconnect_label or "the connected account")
+            if state.session
+            else None,
+            return_url=state.session.return_url if state.session else None,
+        )
     now = int(time.time())
     expires_at = now + tokens.expires_in
-    existed = ConnectionStore(settings).save_authorized(
+    store = ConnectionStore(settings)
+    new = TokenPair(tokens.access_token, tokens.refresh_token)
+    saved = store.save_authorized(
         identity,
-        TokenPair(tokens.access_token, tokens.refresh_token),
+        new,
         expires_at=expires_at,
         scope=tokens.scope or settings.scope,
         refresh_due_at=refresh_due_at(expires_at, tokens.expires_in, settings.refresh_lead_seconds),
         now=now,
     )
-    return identity, existed
+    if saved.previous_tokens:
+        _revoke_replaced(settings, store, identity.connection_id, saved.previous_tokens, new)
+    return replace(identity, existed=saved.existed)
+
+
+def _revoke_replaced(
+    settings: Settings, store: ConnectionStore, connection_id: str, sealed: bytes, new: TokenPair
+) -> None:
+    """Best effort: the grant a reconnect replaced must not stay live at Capsule."""
+    try:
+        previous = store.unseal(connection_id, sealed)
+        if previous.refresh_token != new.refresh_token:
+            token_endpoint.revoke(settings, token=previous.refresh_token)
+    except Exception as error:  # the person is connected: never block them on this
+        reason = getattr(error, "reason", type(error).__name__)
+        count_by("ReplacedGrantRevokeFailed", "reason", reason)
+        logger.warning(
+            "Could not revoke the replaced grant",
+            extra={"connection_id": connection_id, "reason": reason},
+        )
+        return
+    count("ReplacedGrantRevoked")
 
 
 def _give_back(settings: Settings, tokens: TokenResponse) -> None:
@@ -160,17 +207,38 @@ def complete_authorization(
     settings: Settings, *, params: dict[str, str], binding_nonce: str | None
 ) -> Connected:
     """Turn Capsule's redirect into a saved connection, or raise AuthorizationFailed."""
-    if "error" in params:
-        raise _capsule_said_no(params)
+    denied = "error" in params
     code = params.get("code", "")
-    if not _CODE_PATTERN.fullmatch(code):
+    if not denied and not _CODE_PATTERN.fullmatch(code):
         raise AuthorizationFailed(400, "CodeMissing")
 
+    # Even a denial must come with this browser's state: only then is Capsule's word shown.
     try:
         state = _consume_state(settings, params.get("state"), binding_nonce)
     except StateError as error:
         raise AuthorizationFailed(400, error.reason) from None
+    return_url = state.session.return_url if state.session else None
+    if denied:
+        raise _capsule_said_no(params, return_url)
 
+    sessions = SessionStore(settings)
+    claim = state_hash(state.state)
+    if state.session:
+        try:
+            sessions.claim(state.session.key, state_hash=claim, now=int(time.time()))
+        except ConnectSessionUnusable as unusable:
+            raise AuthorizationFailed(400, unusable.reason, return_url=return_url) from None
+    try:
+        return _connect(settings, code, state, return_url)
+    except BaseException:
+        if state.session:  # nothing was connected: the link may be used again
+            sessions.release(state.session.key, state_hash=claim)
+        raise
+
+
+def _connect(
+    settings: Settings, code: str, state: StateRecord, return_url: str | None
+) -> Connected:
     try:
         tokens = token_endpoint.exchange_code(
             settings,
@@ -180,26 +248,28 @@ def complete_authorization(
         )
     except CapsuleError as error:
         logger.warning("Capsule refused or failed the authorization", extra={"error": str(error)})
-        raise _capsule_failure(error, state.return_to) from None
+        raise _capsule_failure(error, state.return_to, return_url) from None
 
     try:
-        identity, existed = _save(settings, tokens)
+        identity = _save(settings, tokens, state)
     except BaseException as error:
         # Capsule granted tokens we could not keep: give them back rather than leave a live
         # grant nobody holds. The person starts again and gets a fresh one.
         _give_back(settings, tokens)
         if isinstance(error, CapsuleError):
             logger.warning("Connecting failed after the exchange", extra={"error": str(error)})
-            raise _capsule_failure(error, state.return_to) from None
+            raise _capsule_failure(error, state.return_to, return_url) from None
         raise
     logger.info(
         "Capsule account connected",
-        extra={"connection_id": identity.connection_id, "reconnected": existed},
+        extra={"connection_id": identity.connection_id, "reconnected": identity.existed},
     )
     return Connected(
         connection_id=identity.connection_id,
         site_name=identity.site_name,
         user_name=identity.user_name,
-        reconnected=existed,
+        reconnected=identity.existed,
         return_to=state.return_to,
+        return_url=return_url,
+        cookie_path=urlsplit(state.redirect_uri).path or "/",
     )

@@ -11,11 +11,13 @@ from urllib.parse import urlencode, urlsplit
 
 from capsule_oauth.capsule.credentials import get_client_credentials
 from capsule_oauth.config import Settings
-from capsule_oauth.errors import InvalidStartRequest
-from capsule_oauth.store.states import StateStore
+from capsule_oauth.errors import ConnectSessionUnusable, InvalidStartRequest
+from capsule_oauth.store.sessions import SessionStore
+from capsule_oauth.store.states import SessionLink, StateStore
 from capsule_oauth.web import binding
 
 CALLBACK_PATH = "/auth/callback"
+START_PATH = "/auth/start"
 _MAX_RETURN_TO = 512
 
 
@@ -52,11 +54,42 @@ def safe_return_to(value: str | None) -> str | None:
     return value
 
 
+def moved_start(settings: Settings, *, host: str, raw_query: str) -> str | None:
+    """With a fixed RedirectUri (a custom domain), the start URL on that host when this request
+    came to another one: the binding cookie must be set where the callback will read it."""
+    if not settings.redirect_uri:
+        return None
+    parts = urlsplit(settings.redirect_uri)
+    if parts.netloc.lower() == host.lower():
+        return None
+    return f"{parts.scheme}://{parts.netloc}{START_PATH}" + (f"?{raw_query}" if raw_query else "")
+
+
+def _session(settings: Settings, token: str | None, return_to: str | None) -> SessionLink | None:
+    """The connect session this start belongs to; None only where sessions are optional."""
+    if token is None:
+        if settings.require_connect_session:
+            raise InvalidStartRequest("SessionRequired")
+        return None
+    if return_to:
+        raise InvalidStartRequest("SessionWithReturnTo")
+    try:
+        return SessionStore(settings).live(token, now=int(time.time()))
+    except ConnectSessionUnusable as unusable:
+        raise InvalidStartRequest(unusable.reason) from None
+
+
 def start_authorization(
-    settings: Settings, *, scheme: str, host: str, return_to: str | None
+    settings: Settings,
+    *,
+    scheme: str,
+    host: str,
+    return_to: str | None,
+    session: str | None = None,
 ) -> StartResult:
     """Raises InvalidStartRequest when the request cannot start a sign-in."""
     return_path = safe_return_to(return_to)
+    link = _session(settings, session, return_path)
     callback = redirect_uri(settings, scheme=scheme, host=host)
     client_id = get_client_credentials(settings).client_id
     verifier = binding.random_token() if settings.pkce_enabled else None
@@ -68,6 +101,7 @@ def start_authorization(
         code_verifier=verifier,
         return_to=return_path,
         now=int(time.time()),
+        session=link,
     )
     query = {
         "response_type": "code",

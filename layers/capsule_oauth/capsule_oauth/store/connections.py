@@ -25,16 +25,12 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
 DUE_INDEX = "DueForRefresh"
+OWNER_INDEX = "ByOwner"
 QUEUE = "active"
 
 ACTIVE = "active"
 NEEDS_REAUTH = "needs_reauth"
 DISCONNECTED = "disconnected"
-
-
-def connection_id_for(subdomain: str, user_id: str) -> str:
-    """The same Capsule user on the same Capsule site is always the same connection."""
-    return f"{subdomain.lower()}:{user_id}"
 
 
 @dataclass(frozen=True)
@@ -107,10 +103,24 @@ class Identity:
     user_id: str
     user_name: str
     username: str
+    owner: str = owners.ANONYMOUS
+    existed: bool = False  # after saving: whether this connection was there before
 
     @property
     def connection_id(self) -> str:
-        return connection_id_for(self.subdomain, self.user_id)
+        return owners.connection_id_for(self.owner, self.subdomain, self.user_id)
+
+    @property
+    def label(self) -> str:
+        return f"{self.user_name} on {self.site_name}"
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What saving a new grant found: whether the connection existed, and its former tokens."""
+
+    existed: bool
+    previous_tokens: bytes | None = field(default=None, repr=False)
 
 
 def refresh_due_at(expires_at: int, expires_in: int, lead_seconds: int) -> int:
@@ -150,13 +160,14 @@ class ConnectionStore:
         scope: str,
         refresh_due_at: int,
         now: int,
-    ) -> bool:
-        """Create or overwrite the connection with fresh tokens. True when it already existed."""
+    ) -> Saved:
+        """Create or overwrite the connection with fresh tokens; say what it replaced."""
         response = aws.dynamodb().update_item(
             TableName=self._table,
             Key={"connection_id": _s(identity.connection_id)},
             UpdateExpression=(
-                "SET subdomain = :subdomain, site_name = :site_name, site_url = :site_url,"
+                "SET #owner = :owner, subdomain = :subdomain, site_name = :site_name,"
+                " site_url = :site_url,"
                 " user_id = :user_id, user_name = :user_name, username = :username,"
                 " #scope = :scope, #status = :active, tokens = :tokens,"
                 " expires_at = :expires_at, refresh_queue = :queue, refresh_due_at = :due,"
@@ -165,8 +176,9 @@ class ConnectionStore:
                 " version = if_not_exists(version, :zero) + :one"
                 " REMOVE last_error, last_error_at, lease_owner, lease_expires_at"
             ),
-            ExpressionAttributeNames={"#scope": "scope", "#status": "status"},
+            ExpressionAttributeNames={"#scope": "scope", "#status": "status", "#owner": "owner"},
             ExpressionAttributeValues={
+                ":owner": _s(identity.owner),
                 ":subdomain": _s(identity.subdomain),
                 ":site_name": _s(identity.site_name),
                 ":site_url": _s(identity.site_url),
@@ -185,7 +197,31 @@ class ConnectionStore:
             },
             ReturnValues="UPDATED_OLD",
         )
-        return "version" in response.get("Attributes", {})
+        old = response.get("Attributes", {})
+        previous = old.get("tokens", {}).get("B")
+        return Saved("version" in old, bytes(previous) if previous else None)
+
+    def unseal(self, connection_id: str, sealed: bytes) -> TokenPair:
+        """Tokens sealed for ``connection_id`` (those ``Saved`` reports it replaced)."""
+        return crypto.unseal(self._key_id, connection_id, sealed)
+
+    def list_for_owner(self, owner: str) -> list[Connection]:
+        """One owner's connections: a Query on the owner index, page by page (never a Scan)."""
+        dynamodb = aws.dynamodb()
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": OWNER_INDEX,
+            "KeyConditionExpression": "#owner = :owner",
+            "ExpressionAttributeNames": {"#owner": "owner"},
+            "ExpressionAttributeValues": {":owner": _s(owner)},
+        }
+        found: list[Connection] = []
+        while True:
+            page = dynamodb.query(**kwargs)
+            found.extend(Connection.from_item(item) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return found
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def get(self, connection_id: str) -> Connection | None:
         response = aws.dynamodb().get_item(
@@ -307,11 +343,14 @@ class ConnectionStore:
             update=(
                 "SET tokens = :tokens, expires_at = :expires_at, #scope = :scope,"
                 " refresh_due_at = :due, last_refreshed_at = :now, updated_at = :now,"
-                " failure_count = :zero, version = version + :one"
+                " failure_count = :zero, version = version + :one,"
+                # Connections saved before owners existed join the owner index here.
+                " #conn_owner = if_not_exists(#conn_owner, :anonymous)"
                 " REMOVE lease_owner, lease_expires_at, last_error, last_error_at"
             ),
-            names={"#scope": "scope"},
+            names={"#scope": "scope", "#conn_owner": "owner"},
             values={
+                ":anonymous": _s(owners.ANONYMOUS),
                 ":tokens": self._seal(current.connection_id, tokens),
                 ":expires_at": _n(expires_at),
                 ":scope": _s(scope),

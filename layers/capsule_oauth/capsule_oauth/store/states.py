@@ -26,6 +26,7 @@ class SessionLink:
     owner: str
     return_url: str | None
     reconnect_connection_id: str | None
+    reconnect_label: str | None = None  # "<user> on <site>" of the connection to reconnect
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,8 @@ class StateStore:
                 item["return_url"] = {"S": session.return_url}
             if session.reconnect_connection_id:
                 item["reconnect_connection_id"] = {"S": session.reconnect_connection_id}
+            if session.reconnect_label:
+                item["reconnect_label"] = {"S": session.reconnect_label}
         # A collision of 256 random bits will not happen; the condition makes sure of it anyway.
         aws.dynamodb().put_item(
             TableName=self._table,
@@ -131,6 +134,7 @@ class StateStore:
                 owner=item["owner"]["S"],
                 return_url=item.get("return_url", {}).get("S"),
                 reconnect_connection_id=item.get("reconnect_connection_id", {}).get("S"),
+                reconnect_label=item.get("reconnect_label", {}).get("S"),
             )
         return StateRecord(
             state=state,

@@ -113,6 +113,7 @@ def failure(
     retry_url: str | None,
     detail: str | None = None,
     retry_after: int | None = None,
+    back: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     lines = [message, next_step]
     action = ""
@@ -120,12 +121,20 @@ def failure(
         action += f'<p class="detail">{escape(detail)}</p>'
     if retry_url:
         action += _link(retry_url, "Connect Capsule again")
+    if back:
+        action += " " + _link(back[0], back[1])
     extra = {"Retry-After": str(retry_after)} if retry_after else None
     return _html(status, _page(status, "fail", title, lines, action), extra)
 
 
-def refused(refusal: AuthorizationFailed, *, retry_url: str | None) -> dict[str, Any]:
-    """The page for a failed start or callback, in the words its reason calls for."""
+def refused(
+    refusal: AuthorizationFailed,
+    *,
+    retry_url: str | None,
+    back: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """The page for a failed start or callback, in the words its reason calls for;
+    ``back`` is (url, label) of a link back to the app."""
     said = words.for_failure(refusal)
     return failure(
         refusal.status,
@@ -135,4 +144,5 @@ def refused(refusal: AuthorizationFailed, *, retry_url: str | None) -> dict[str,
         detail=said.detail,
         retry_url=retry_url,
         retry_after=refusal.retry_after,
+        back=back,
     )

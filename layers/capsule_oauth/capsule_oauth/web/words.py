@@ -103,6 +103,17 @@ _WORDS: dict[str, Words | Callable[[AuthorizationFailed], Words]] = {
     "RateLimited": _rate_limited,
     "Timeout": _capsule("Capsule did not answer in time", "Capsule took too long to respond."),
     "Unavailable": _capsule("Capsule is unavailable", "We could not reach Capsule just now."),
+    "SessionRequired": _start_refused(
+        "Connecting Capsule starts in the app: this address cannot be opened on its own."
+    ),
+    "SessionUnknown": _start_refused("This connect link is not one the app gave out."),
+    "SessionExpired": _start_refused("This connect link has expired."),
+    "SessionFinished": _start_refused(
+        "This connect link was already used to connect a Capsule account."
+    ),
+    "SessionWithReturnTo": _start_refused(
+        "A connect link brings its own return address; return_to cannot be added to it."
+    ),
     "MalformedRequest": _start_refused("This request is not one a browser following a link sends."),
     # This deployment itself.
     "NotConfigured": Words(
@@ -116,6 +127,19 @@ _WORDS: dict[str, Words | Callable[[AuthorizationFailed], Words]] = {
         "Please try again in a minute.",
     ),
 }
+
+
+def _other_account(failure: AuthorizationFailed) -> Words:
+    signed_in, expected = failure.accounts or ("another Capsule account", "the connected one")
+    return Words(
+        "That is a different Capsule account",
+        f"You signed in as {signed_in}, but this link reconnects {expected}. Nothing was"
+        " changed, and the permission just given was withdrawn.",
+        f"Sign out of Capsule, then use the link from the app again and sign in as {expected}.",
+    )
+
+
+_WORDS["ReconnectAccountMismatch"] = _other_account
 
 
 def for_failure(failure: AuthorizationFailed) -> Words:

@@ -1,0 +1,104 @@
+"""Create a connect session: the link the app's backend hands one of its users.
+
+``create_connect_session`` is what both POST /connect-sessions and Python code with the
+layer call. The link starts at this API's /auth/start; it is built from the start URL the
+caller knows (the route: its own domain), else CONNECT_START_URL (the stack's StartUrl
+output), else the origin of RedirectUri.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TypedDict
+from urllib.parse import urlencode, urlsplit
+
+from capsule_oauth import config, owners
+from capsule_oauth.config import Settings
+from capsule_oauth.errors import (
+    ConfigError,
+    ConnectionNotFound,
+    ConnectionOwnedElsewhere,
+    InvalidConnectSessionRequest,
+)
+from capsule_oauth.store.connections import ConnectionStore
+from capsule_oauth.store.sessions import SessionStore
+from capsule_oauth.web.return_urls import InvalidReturnUrl, check_return_url
+
+START_PATH = "/auth/start"
+
+
+class ConnectSession(TypedDict):
+    connect_url: str
+    expires_at: int
+
+
+def start_url_for(settings: Settings, *, domain: str | None = None) -> str:
+    """Where connect links start: RedirectUri's origin (a custom domain) wins, then ``domain``
+    (the API's own, as a request shows it), then CONNECT_START_URL."""
+    if settings.redirect_uri:
+        parts = urlsplit(settings.redirect_uri)
+        return f"{parts.scheme}://{parts.netloc}{START_PATH}"
+    if domain:
+        return f"https://{domain}{START_PATH}"
+    if settings.connect_start_url:
+        return settings.connect_start_url
+    raise ConfigError(
+        "cannot tell where connect links start: set CONNECT_START_URL to the stack's StartUrl"
+        " output (or set the stack's RedirectUri parameter)"
+    )
+
+
+def create_connect_session(
+    owner: str,
+    return_url: str | None = None,
+    reconnect_connection_id: str | None = None,
+    *,
+    settings: Settings | None = None,
+    start_url: str | None = None,
+) -> ConnectSession:
+    """A connect link for ``owner``: ``{"connect_url", "expires_at"}`` (epoch seconds).
+
+    Raises InvalidConnectSessionRequest (bad owner or return URL), ConnectionNotFound (no
+    such connection to reconnect), ConnectionOwnedElsewhere (it is another owner's) or
+    ConfigError (no start URL known).
+    """
+    settings = settings or config.settings()
+    if not owners.is_valid(owner):
+        raise InvalidConnectSessionRequest(
+            "invalid_owner",
+            "owner must be 1-128 characters: letters, digits and . _ : @ / + -, starting with"
+            " a letter or digit",
+        )
+    if return_url is not None:
+        if not isinstance(return_url, str):
+            raise InvalidConnectSessionRequest("invalid_request", "return_url must be a string")
+        try:
+            check_return_url(return_url, settings.allowed_return_origins)
+        except InvalidReturnUrl as error:
+            raise InvalidConnectSessionRequest("invalid_return_url", str(error)) from None
+    label = None
+    if reconnect_connection_id is not None:
+        if not isinstance(reconnect_connection_id, str) or not reconnect_connection_id:
+            raise InvalidConnectSessionRequest(
+                "invalid_request", "reconnect_connection_id must be a connection id"
+            )
+        existing = ConnectionStore(settings).get(reconnect_connection_id)
+        if existing is None:
+            raise ConnectionNotFound(f"no connection {reconnect_connection_id!r} to reconnect")
+        if existing.owner != owner:
+            raise ConnectionOwnedElsewhere(
+                f"connection {reconnect_connection_id!r} belongs to another owner"
+            )
+        label = f"{existing.user_name} on {existing.site_name}"
+    base = start_url or start_url_for(settings)
+    created = SessionStore(settings).create(
+        owner,
+        return_url=return_url or None,
+        reconnect_connection_id=reconnect_connection_id,
+        now=int(time.time()),
+        reconnect_label=label,
+    )
+    return {
+        "connect_url": f"{base}?{urlencode({'session': created.token})}",
+        "expires_at": created.expires_at,
+    }
