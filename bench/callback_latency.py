@@ -13,7 +13,7 @@ import time
 
 from bench.calls import Flows
 from bench.common import SKIP, Row, verdict
-from bench.harness import bench_stack
+from bench.harness import bench_stack, start_event
 from bench.instrument import Recorder, installed
 from local.capsule_emulator import DEFAULT_ACCOUNTS
 
@@ -32,8 +32,10 @@ def _measure(samples: int, latency: float) -> list[float]:
         with installed(recorder):
             flows = Flows(local, recorder)
             flows.callback(flows.start(), account)  # warm the container first: not counted
-            for _ in range(samples):
-                started = flows.start()
+            for sample in range(samples):
+                # A new owner each time: a first connection, no replaced grant to revoke
+                # (a reconnect adds that one round trip to Capsule).
+                started = flows.start(start_event(f"bench-owner-{sample}"))
                 event = flows.approved_callback_event(started, account)
                 local.emulator.faults.add("latency", target="any", times=None, seconds=latency)
                 try:

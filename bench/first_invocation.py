@@ -26,7 +26,7 @@ from typing import Any
 import boto3
 
 from bench.common import ROOT, Row, median
-from bench.harness import approve
+from bench.harness import approve, start_event
 from bench.import_sample import base_environment
 from bench.moto_process import ServerStack, server_stack
 from bench.paired import quartiles
@@ -138,7 +138,7 @@ def _make_due(local: ServerStack, connection_id: str) -> None:
 
 
 def one_round(local: ServerStack, account: Account) -> dict[str, Invocation]:
-    started = invoke_fresh(local, "StartFunction", load_event("start.json"))
+    started = invoke_fresh(local, "StartFunction", start_event())
     if started.answer["status"] != 302:
         raise RuntimeError(f"start answered {started.answer['status']}")
     called_back = invoke_fresh(local, "CallbackFunction", _callback_event(started, account))

@@ -6,19 +6,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
 from moto import mock_aws
 
 from capsule_oauth import config
 from capsule_oauth.config import Settings
+from capsule_oauth.store.sessions import SessionStore
 from local import consent
 from local.capsule_emulator import Account, CapsuleEmulator
 from local.lambda_container import reset_caches
-from local.stack import Stack, Template, atomic_dynamodb, create_stack
+from local.stack import Stack, Template, atomic_dynamodb, create_stack, load_event
 
 
 @dataclass
@@ -80,3 +83,14 @@ def approve(authorise_url: str, account: Account) -> Approval:
         )
     query = parse_qs(urlsplit(back).query)
     return Approval(code=query["code"][0], state=query["state"][0])
+
+
+def start_event(owner: str = "anonymous") -> dict[str, Any]:
+    """events/start.json with a live connect session, as the app's connect link opens it."""
+    created = SessionStore(config.settings()).create(
+        owner, return_url=None, reconnect_connection_id=None, now=int(time.time())
+    )
+    event = load_event("start.json")
+    event["queryStringParameters"] = {"session": created.token}
+    event["rawQueryString"] = urlencode(event["queryStringParameters"])
+    return event

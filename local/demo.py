@@ -5,7 +5,6 @@ Prints what happens at each step. Never prints a token, code, verifier or secret
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -35,8 +34,17 @@ def run_demo(stack: LocalDeployment) -> None:
     from capsule_oauth.store.connections import ConnectionStore
 
     http = requests.Session()
-    _step(1, "A person clicks 'Connect Capsule CRM': GET /auth/start")
-    start = http.get(f"{stack.url}/auth/start", allow_redirects=False, timeout=10)
+    _step(0, "The app's backend asks for a connect link: POST /connect-sessions (SigV4)")
+    owner = "demo-user-1"
+    session = stack.connect_session(owner)
+    if "connect_url" not in session:
+        raise SystemExit(f"demo: no connect session: {session}")
+    until = time.strftime("%H:%M:%S UTC", time.gmtime(session["expires_at"]))
+    _fact(f"for owner {owner!r}, valid until {until}")
+    _fact("the person will come back to the app's return URL, here the landing page (/)")
+
+    _step(1, "The person opens the connect link: GET /auth/start?session=…")
+    start = http.get(session["connect_url"], allow_redirects=False, timeout=10)
     location = start.headers["Location"]
     query = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
     cookie = start.headers["Set-Cookie"]
@@ -52,10 +60,11 @@ def run_demo(stack: LocalDeployment) -> None:
     done = http.get(
         back, headers={"Cookie": cookie.split(";")[0]}, allow_redirects=False, timeout=10
     )
-    title = re.search(r"<h1>(.*?)</h1>", done.text)
-    _fact(f"{done.status_code}: {title.group(1) if title else done.text[:80]}")
+    returned = parse_qs(urlsplit(done.headers.get("Location", "")).query)
+    _fact(f"{done.status_code} back to the app with {sorted(returned)}")
+    connection_id = returned.get("capsule_connection_id", [""])[0]
     settings = config.settings()
-    saved = ConnectionStore(settings).get("exampleco:1")
+    saved = ConnectionStore(settings).get(connection_id)
     if saved is None:
         raise SystemExit("demo: the connection was not saved")
     _fact(

@@ -20,11 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
+from local import sigv4
 from local.capsule_emulator import CapsuleEmulator
 from local.gateway import Gateway, LocalControl
 from local.lambda_container import LambdaFunction, mount_layers
-from local.stack import REGION, ROOT, Stack, Template, create_stack, load_event
+from local.stack import ACCOUNT, REGION, ROOT, Stack, Template, create_stack, load_event
 from local.stack import schedule_seconds as parse_schedule
 
 STATE_FILE = ROOT / ".local" / "stack.json"
@@ -37,6 +42,25 @@ _AWS_ENV = {
     "AWS_DEFAULT_REGION": REGION,
     "AWS_REGION": REGION,
 }
+
+
+# The AWS_IAM routes of the local gateway accept requests signed with the stack's own
+# (fake) credentials, as API Gateway accepts those of an IAM principal allowed to invoke.
+LOCAL_CALLER = sigv4.KnownCredentials(
+    _AWS_ENV["AWS_ACCESS_KEY_ID"], _AWS_ENV["AWS_SECRET_ACCESS_KEY"], ACCOUNT
+)
+
+
+def signed_post(url: str, body: dict[str, Any], caller: sigv4.KnownCredentials) -> dict[str, Any]:
+    """POST JSON to an AWS_IAM route, signed as botocore signs for execute-api."""
+    request = AWSRequest(
+        method="POST", url=url, data=json.dumps(body), headers={"Content-Type": "application/json"}
+    )
+    credentials = Credentials(caller.access_key, caller.secret_key)
+    SigV4Auth(credentials, "execute-api", REGION).add_auth(request)
+    answer = requests.post(url, data=request.body, headers=dict(request.headers), timeout=10)
+    result: dict[str, Any] = answer.json()
+    return result
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -160,7 +184,12 @@ class LocalDeployment(LocalControl):
         os.environ["CAPSULE_CONNECTOR_LOCAL_GATEWAY"] = "true"
 
         self._gateway = Gateway(
-            self.template.routes(), self.invoke, self, host=self.host, port=self.ports.gateway
+            self.template.routes(),
+            self.invoke,
+            self,
+            credentials=LOCAL_CALLER,
+            host=self.host,
+            port=self.ports.gateway,
         ).start()
         self.ports.gateway = self._gateway.port
         schedules = self.template.schedules()
@@ -233,6 +262,7 @@ class LocalDeployment(LocalControl):
                 "failure_count": c.failure_count,
                 "last_error": c.last_error,
                 "version": c.version,
+                "owner": c.owner,
             }
             for c in sorted(items, key=lambda c: c.connection_id)
         ]
@@ -259,6 +289,12 @@ class LocalDeployment(LocalControl):
         from capsule_oauth import disconnect
 
         return {"connection_id": connection_id, "status": disconnect(connection_id).status}
+
+    def connect_session(self, owner: str, *, return_here: bool = True) -> dict[str, Any]:
+        """POST /connect-sessions as the app's backend would: signed with SigV4. The return
+        URL is the landing page (a path on the API); without one the connector's pages show."""
+        body = {"owner": owner, **({"return_url": "/"} if return_here else {})}
+        return signed_post(f"{self.url}/connect-sessions", body, LOCAL_CALLER)
 
     def call_capsule(self, connection_id: str, path: str) -> dict[str, Any]:
         from capsule_oauth import CapsuleClient

@@ -11,17 +11,17 @@ from __future__ import annotations
 import base64
 import json
 import threading
-import time
 import traceback
 import uuid
 from datetime import UTC, datetime
-from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from local import sigv4
 from local.lambda_container import Invoke
-from local.stack import ACCOUNT, Route
+from local.landing import landing_page
+from local.stack import ACCOUNT, REGION, Route
 
 
 def http_api_event(
@@ -108,6 +108,10 @@ class LocalControl:
     def disconnect(self, connection_id: str) -> dict[str, Any]:
         raise NotImplementedError
 
+    def connect_session(self, owner: str, *, return_here: bool = True) -> dict[str, Any]:
+        """What the app's backend gets from POST /connect-sessions for ``owner``."""
+        raise NotImplementedError
+
     def describe(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -119,10 +123,12 @@ class Gateway:
         invoke: Invoke,
         control: LocalControl,
         *,
+        credentials: sigv4.KnownCredentials,
         host: str = "127.0.0.1",
         port: int = 3000,
     ) -> None:
         self.routes = {(route.method, route.path): route for route in routes}
+        self.credentials = credentials  # who may call the AWS_IAM routes
         self.invoke = invoke
         self.control = control
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
@@ -174,6 +180,17 @@ class Gateway:
         route = self.routes.get((request.command, parts.path))
         try:
             if route is not None:
+                caller = None
+                if route.authorizer == "AWS_IAM":
+                    caller = sigv4.verify(
+                        method=request.command,
+                        path=parts.path,
+                        raw_query=parts.query,
+                        headers=dict(request.headers.items()),
+                        body=body,
+                        known=self.credentials,
+                        region=REGION,
+                    )
                 event = http_api_event(
                     method=request.command,
                     raw_path=parts.path,
@@ -183,9 +200,16 @@ class Gateway:
                     route_key=f"{route.method} {route.path}",
                     source_ip=request.client_address[0],
                 )
+                if caller is not None:  # as API Gateway passes a verified IAM caller on
+                    event["requestContext"]["authorizer"] = {"iam": _iam(caller)}
                 status, headers, payload = _response_parts(self.invoke(route.function, event))
             else:
-                status, headers, payload = self._local(request.command, parts.path, parts.query)
+                form = body.decode("utf-8", "replace") if body else ""
+                query = "&".join(filter(None, [parts.query, form]))
+                status, headers, payload = self._local(request.command, parts.path, query)
+        except sigv4.SignatureRejected as refusal:  # API Gateway's answer; no handler runs
+            status, headers = 403, [("Content-Type", "application/json")]
+            payload = json.dumps({"message": refusal.message}).encode()
         except Exception as error:  # the stand-in for API Gateway's own 500
             traceback.print_exc()  # a crash is the developer's to see, as in CloudWatch
             status, headers = 500, [("Content-Type", "application/json")]
@@ -226,91 +250,27 @@ class Gateway:
             if params.get("back") == "1":
                 return 303, [("Location", "/?refreshed=1")], b""
             return 200, as_json, json.dumps(result).encode()
+        if method == "POST" and path == "/_local/connect":
+            owner = params.get("owner") or "demo-user-1"
+            # An unticked checkbox is absent from the form; a bare POST keeps the default.
+            comes_back = params.get("return_here") == "1" or "owner" not in params
+            session = self.control.connect_session(owner, return_here=comes_back)
+            if "connect_url" not in session:
+                return 400, as_json, json.dumps(session).encode()
+            return 303, [("Location", session["connect_url"])], b""
         if method == "POST" and path == "/_local/call":
             result = self.control.call_capsule(params["connection_id"], params.get("path", "/site"))
             return 200, as_json, json.dumps(result).encode()
         return 404, as_json, json.dumps({"message": "Not Found"}).encode()
 
 
-_CSS = """
-body{font:15px/1.5 system-ui,sans-serif;margin:0;background:#f4f6f8;color:#1d2630}
-main{max-width:62rem;margin:6vh auto;padding:2rem;background:#fff;border-radius:12px;
-box-shadow:0 8px 24px rgba(0,0,0,.06)}
-h1{font-size:1.5rem;margin-top:0}table{border-collapse:collapse;width:100%;margin:1rem 0}
-th,td{text-align:left;padding:.45rem .6rem;border-bottom:1px solid #e5e7eb;font-size:.9rem}
-.button,button{font:inherit;display:inline-block;padding:.55rem 1rem;border-radius:8px;border:0;
-background:#2563eb;color:#fff;text-decoration:none;font-weight:600;cursor:pointer;white-space:nowrap}
-h2{font-size:1.1rem;margin-top:1.5rem}th{white-space:nowrap}
-button.secondary{background:#475569}.note{color:#56606b;font-size:.85rem}
-.status-active{color:#1f7a3f}.status-needs_reauth{color:#a8321e}form{display:inline}
-.actions{white-space:nowrap}.actions form+form{margin-left:.4rem}
-"""
-
-
-def _when(epoch: int | None) -> str:
-    if not epoch:
-        return "never"
-    left = epoch - time.time()
-    stamp = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    if left > 0:
-        return f"{stamp} (in {left / 3600:.1f} h)"
-    return f"{stamp} ({-left / 3600:.1f} h ago)"
-
-
-def _action(path: str, connection_id: str, label: str, css: str = "") -> str:
-    target = f"/_local/{path}?back=1&connection_id={connection_id}"
-    return (
-        f'<form method=post action="{escape(target, quote=True)}">'
-        f'<button class="{css}">{escape(label)}</button></form>'
-    )
-
-
-def _row(c: dict[str, Any]) -> str:
-    actions = ""
-    if c["status"] == "active":
-        actions = _action("refresh", c["connection_id"], "Refresh now") + _action(
-            "disconnect", c["connection_id"], "Disconnect", "secondary"
-        )
-    return (
-        "<tr>"
-        f"<td>{escape(c['site_name'])}<br><span class=note>{escape(c['connection_id'])}</span></td>"
-        f"<td>{escape(c['user_name'])}</td>"
-        f'<td class="status-{escape(c["status"])}" data-testid=status>{escape(c["status"])}</td>'
-        f"<td data-testid=expires>{escape(_when(c['expires_at']))}</td>"
-        f"<td data-testid=last-refresh>{escape(_when(c.get('last_refreshed_at')))}</td>"
-        f"<td class=actions>{actions}</td>"
-        "</tr>"
-    )
-
-
-def landing_page(
-    connections: list[dict[str, Any]], stack: dict[str, Any], params: dict[str, str]
-) -> str:
-    rows = "".join(_row(connection) for connection in connections)
-    table = (
-        "<table><thead><tr><th>Capsule site</th><th>User</th><th>Status</th>"
-        "<th>Access token expires</th><th>Last refresh</th><th></th></tr></thead>"
-        f"<tbody>{rows}</tbody></table>"
-        if connections
-        else "<p class=note>No connection yet.</p>"
-    )
-    flash = (
-        "<p class=note id=flash>Done: the table shows the connections as they are now.</p>"
-        if params.get("refreshed")
-        else ""
-    )
-    return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        "<title>Capsule connector (local)</title>"
-        f"<style>{_CSS}</style></head><body><main>"
-        "<h1>Capsule CRM connector — local stack</h1>"
-        f"<p>Capsule: <code>{escape(stack['capsule_base_url'])}</code>"
-        f" · AWS: moto at <code>{escape(stack['aws_endpoint'])}</code></p>"
-        '<p><a class=button id=connect href="/auth/start">Connect Capsule CRM</a></p>'
-        f"<h2>Connections</h2>{flash}{table}"
-        '<form method=post action="/_local/refresh?back=1">'
-        "<button class=secondary id=run-refresh>Run the scheduled refresh now</button></form>"
-        f"<p class=note>The scheduled refresh also runs every {stack['schedule_seconds'] // 60}"
-        " minutes, as template.yaml says; it refreshes what is due.</p>"
-        "</main></body></html>"
-    )
+def _iam(caller: sigv4.Caller) -> dict[str, Any]:
+    return {
+        "accessKey": caller.access_key,
+        "accountId": caller.account_id,
+        "callerId": caller.user_id,
+        "cognitoIdentity": None,
+        "principalOrgId": None,
+        "userArn": caller.user_arn,
+        "userId": caller.user_id,
+    }

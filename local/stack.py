@@ -72,6 +72,7 @@ class Route:
     method: str
     path: str
     function: str
+    authorizer: str | None = None  # "AWS_IAM" on the routes the app's backend calls
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,10 @@ class Template:
     def routes(self) -> list[Route]:
         return [
             Route(
-                event["Properties"]["Method"].upper(), event["Properties"]["Path"], spec.logical_id
+                event["Properties"]["Method"].upper(),
+                event["Properties"]["Path"],
+                spec.logical_id,
+                event["Properties"].get("Auth", {}).get("Authorizer"),
             )
             for spec in self.functions()
             for event in spec.events.values()

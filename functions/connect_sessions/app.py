@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from capsule_oauth.config import settings
@@ -18,7 +19,7 @@ from capsule_oauth.errors import (
 )
 from capsule_oauth.flows.sessions import create_connect_session, start_url_for
 from capsule_oauth.observability import count, logger, metrics
-from capsule_oauth.web import json_api
+from capsule_oauth.web import json_api, request
 
 _FIELDS = {"owner", "return_url", "reconnect_connection_id"}
 
@@ -52,14 +53,16 @@ def _request(event: dict[str, Any]) -> tuple[str, str | None, str | None]:
 
 
 def create(event: dict[str, Any]) -> dict[str, Any]:
-    domain = event.get("requestContext", {}).get("domainName")
+    if not request.well_formed(event):
+        return json_api.error(400, "invalid_request", "This is not an HTTP API request.")
+    scheme, host = request.origin(APIGatewayProxyEventV2(event))
     try:
         owner, return_url, reconnect = _request(event)
         session = create_connect_session(
             owner,
             return_url,
             reconnect,
-            start_url=start_url_for(settings(), domain=domain if isinstance(domain, str) else None),
+            start_url=start_url_for(settings(), origin=f"{scheme}://{host}"),
         )
     except InvalidConnectSessionRequest as error:
         return json_api.error(400, error.reason, error.message)

@@ -28,6 +28,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from capsule_oauth import owners
 from tests.support.stacks import RunningDeployment
 
 pytestmark = pytest.mark.browser
@@ -140,13 +141,19 @@ def sign_in_at_capsule(
     username: str,
     site_name: str,
     pick_from_list: bool,
+    owner: str = "anonymous",
+    return_here: bool = True,
 ) -> None:
-    """From the landing page to Capsule's consent page, as a person clicks through it."""
+    """From the landing page (the app) to Capsule's consent page, as a person clicks through
+    it: the app creates a connect session for ``owner`` and sends the browser to its link."""
     page.goto(stack.url)
     assert heading(page) == "Capsule CRM connector — local stack"
+    page.locator("#owner").fill(owner)
+    if not return_here:
+        page.locator("#return-here").uncheck()
     shoot(page, "1-landing")
 
-    page.get_by_role("link", name="Connect Capsule CRM").click()
+    page.get_by_role("button", name="Connect Capsule CRM").click()
     page.wait_for_url(f"{stack.capsule_url}/oauth/authorise?*")
     assert heading(page) == "Choose your Capsule account"
     shoot(page, "2-account-picker")
@@ -179,7 +186,9 @@ def test_a_person_connects_capsule_and_refreshes_it(
         username="scott",
         site_name="Example Co.",
         pick_from_list=True,
+        owner="demo-user-1",
     )
+    connection_id = owners.connection_id_for("demo-user-1", "exampleco", "1")
     # Start set the binding cookie over plain http://localhost, Secure as it is: Chromium
     # treats localhost as a secure context and keeps it, scoped to the callback.
     (cookie,) = binding_cookies(context)
@@ -189,33 +198,35 @@ def test_a_person_connects_capsule_and_refreshes_it(
     assert cookie.get("path") == "/auth/callback"
 
     page.locator("#allow").click()
-    page.wait_for_url(f"{local_deployment.url}/auth/callback?*")
+    page.wait_for_url(f"{local_deployment.url}/?capsule_*")
     # Only the browser's cookie proves this browser started the sign-in: success is the
-    # round trip working, cross-site redirect from Capsule included.
-    assert heading(page) == "Connected to Example Co. as Scott Spacey"
-    assert "code=" not in page.content()
-    shoot(page, "5-success")
+    # round trip working, cross-site redirect from Capsule included, back in the app.
+    assert heading(page) == "Capsule CRM connector — local stack"
+    assert page.get_by_test_id("capsule_status").inner_text() == "connected"
+    assert page.get_by_test_id("capsule_connection_id").inner_text() == connection_id
+    assert "code=" not in page.url
+    shoot(page, "5-success-back-in-the-app")
     assert binding_cookies(context) == [], "the callback should clear the binding cookie"
 
-    before = connections(local_deployment)["exampleco:1"]
-    page.goto(local_deployment.url)
-    row = connection_row(page, "exampleco:1")
+    before = connections(local_deployment)[connection_id]
+    row = connection_row(page, connection_id)
     assert row.count() == 1
     assert row.get_by_test_id("status").inner_text() == "active"
     assert WHEN.match(row.get_by_test_id("expires").inner_text())
     assert "Scott Spacey" in row.inner_text()
+    assert row.get_by_test_id("owner").inner_text() == "demo-user-1"
     shoot(page, "6-landing-connected")
 
     row.get_by_role("button", name="Refresh now").click()
     page.wait_for_url(f"{local_deployment.url}/?refreshed=1")
     assert page.locator("#flash").is_visible()
-    row = connection_row(page, "exampleco:1")
+    row = connection_row(page, connection_id)
     last_refresh = row.get_by_test_id("last-refresh").inner_text()
     assert last_refresh != "never"
     assert WHEN.match(last_refresh)
     assert row.get_by_test_id("status").inner_text() == "active"
     shoot(page, "7-after-refresh")
-    after = connections(local_deployment)["exampleco:1"]
+    after = connections(local_deployment)[connection_id]
     assert after["version"] == before["version"] + 1
 
 
@@ -234,12 +245,11 @@ def test_a_person_who_denies_access_connects_nothing(
     )
 
     page.locator("#deny").click()
-    page.wait_for_url(f"{local_deployment.url}/auth/callback?*")
-    assert heading(page) == "Access was not allowed"
-    assert page.get_by_text("You chose not to allow access in Capsule").is_visible()
-    again = page.get_by_role("link", name="Connect Capsule again")
+    page.wait_for_url(f"{local_deployment.url}/?capsule_*")
+    assert page.get_by_test_id("capsule_status").inner_text() == "denied"
+    again = page.get_by_role("button", name="Connect Capsule CRM")
     assert again.is_visible()
-    shoot(page, "5-denied")
+    shoot(page, "5-denied-back-in-the-app")
     assert connections(local_deployment).get("acme:7") == before
 
     # The way back works: it starts a new sign-in at Capsule.
@@ -292,6 +302,7 @@ def test_the_connector_pages_are_self_contained(
         username="scott",
         site_name="Example Co.",
         pick_from_list=True,
+        return_here=False,  # a session without a return URL: the connector's own pages
     )
     seen = Seen().watch(page)
     callback = f"{local_deployment.url}/auth/callback"

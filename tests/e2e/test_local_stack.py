@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from capsule_oauth import owners
 from local.consent import approve
 from tests.support.stacks import RunningDeployment
 
@@ -29,9 +33,20 @@ def title(page: requests.Response) -> str:
     return match.group(1) if match else ""
 
 
-def start(stack: RunningDeployment, http: requests.Session) -> tuple[str, str]:
-    """GET /auth/start: (where Capsule is, the binding cookie to send back)."""
-    response = http.get(f"{stack.url}/auth/start", allow_redirects=False, timeout=10)
+def start(
+    stack: RunningDeployment, http: requests.Session, owner: str = "anonymous"
+) -> tuple[str, str]:
+    """The landing page (the app) creates a connect session for ``owner``; its link, opened,
+    answers (where Capsule is, the binding cookie to send back)."""
+    made = http.post(
+        f"{stack.url}/_local/connect",
+        data={"owner": owner, "return_here": "1"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert made.status_code == 303, made.text
+    assert "/auth/start?session=" in made.headers["Location"]
+    response = http.get(made.headers["Location"], allow_redirects=False, timeout=10)
     assert response.status_code == 302
     # A Secure cookie is not sent over plain http by requests; a browser on localhost does.
     cookie = response.headers["Set-Cookie"].split(";")[0]
@@ -52,8 +67,9 @@ def connect(
     subdomain: str = "exampleco",
     username: str = "scott",
     allow: bool = True,
+    owner: str = "anonymous",
 ) -> requests.Response:
-    location, cookie = start(stack, http)
+    location, cookie = start(stack, http, owner)
     back = approve(http, location, subdomain=subdomain, username=username, allow=allow)
     return http.get(back, headers={"Cookie": cookie}, allow_redirects=False, timeout=10)
 
@@ -61,28 +77,32 @@ def connect(
 def test_connect_refresh_and_call_capsule(
     local_deployment: RunningDeployment, http: requests.Session
 ) -> None:
-    page = connect(local_deployment, http)
+    page = connect(local_deployment, http, owner="e2e-user-1")  # this test's own owner
 
-    assert page.status_code == 200
-    assert title(page) == "Connected to Example Co. as Scott Spacey"
-    before = connection(local_deployment, "exampleco:1")
+    assert page.status_code == 303
+    back = parse_qs(urlsplit(page.headers["Location"]).query)
+    connection_id = owners.connection_id_for("e2e-user-1", "exampleco", "1")
+    assert back == {"capsule_connection_id": [connection_id], "capsule_status": ["connected"]}
+    landing = http.get(f"{local_deployment.url}{page.headers['Location']}", timeout=10)
+    assert "data-testid=capsule_status>connected<" in landing.text
+    before = connection(local_deployment, connection_id)
     assert before is not None
     assert before["status"] == "active"
 
     refreshed = http.post(
         f"{local_deployment.url}/_local/refresh",
-        params={"connection_id": "exampleco:1"},
+        params={"connection_id": connection_id},
         timeout=10,
     ).json()
     assert refreshed["outcome"] == "refreshed"
-    after = connection(local_deployment, "exampleco:1")
+    after = connection(local_deployment, connection_id)
     assert after is not None
     assert after["version"] == before["version"] + 1
     assert after["last_refreshed_at"] is not None
 
     called = http.post(
         f"{local_deployment.url}/_local/call",
-        params={"connection_id": "exampleco:1", "path": "/site"},
+        params={"connection_id": connection_id, "path": "/site"},
         timeout=10,
     ).json()
     assert called["body"]["site"]["name"] == "Example Co."
@@ -105,8 +125,8 @@ def test_denying_in_capsule_connects_nothing(
 ) -> None:
     page = connect(local_deployment, http, subdomain="acme", username="ada", allow=False)
 
-    assert page.status_code == 403
-    assert "You chose not to allow access" in page.text
+    assert page.status_code == 303
+    assert parse_qs(urlsplit(page.headers["Location"]).query)["capsule_status"] == ["denied"]
     assert connection(local_deployment, "acme:7") is None
 
 
@@ -125,6 +145,7 @@ def test_capsule_down_during_the_exchange_gives_a_clear_page(
 
     assert page.status_code == 502
     assert title(page) == "Capsule is unavailable"
+    assert "capsule_status=error&amp;capsule_error=Unavailable" in page.text
     assert connection(local_deployment, "acme:7") is None
 
 
@@ -184,3 +205,41 @@ def test_disconnect_from_the_landing_page_revokes_at_capsule(
     assert listed is not None
     assert listed["status"] == "disconnected"
     assert live_after == live_before - 1
+
+
+def test_the_gateway_refuses_unsigned_and_wrongly_signed_calls_to_iam_routes(
+    local_deployment: RunningDeployment,
+) -> None:
+    url = f"{local_deployment.url}/connect-sessions"
+    unsigned = requests.post(url, json={"owner": "user-42"}, timeout=10)
+    forged = requests.post(
+        url,
+        json={"owner": "user-42"},
+        headers={
+            "Authorization": "AWS4-HMAC-SHA256 Credential=local/20261128/us-east-1/"
+            "execute-api/aws4_request, SignedHeaders=host;x-amz-date, Signature=" + "0" * 64,
+            "X-Amz-Date": "20261128T000000Z",
+        },
+        timeout=10,
+    )
+
+    assert unsigned.status_code == 403
+    assert forged.status_code == 403
+    assert "connect_url" not in unsigned.text + forged.text
+
+
+def test_curl_aws_sigv4_creates_a_connect_session(local_deployment: RunningDeployment) -> None:
+    # The README's curl example, against the local stack and its local credentials.
+    answer = subprocess.run(
+        [
+            shutil.which("curl") or "curl", "-s", "--aws-sigv4", "aws:amz:us-east-1:execute-api",
+            "--user", "local:local", "-H", "Content-Type: application/json",
+            "-d", '{"owner": "user-42", "return_url": "/"}',
+            f"{local_deployment.url}/connect-sessions",
+        ],
+        capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+
+    created = json.loads(answer.stdout)
+    assert created["connect_url"].startswith(f"{local_deployment.url}/auth/start?session=")
+    assert created["expires_at"] > time.time()

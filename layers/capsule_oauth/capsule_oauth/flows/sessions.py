@@ -32,14 +32,14 @@ class ConnectSession(TypedDict):
     expires_at: int
 
 
-def start_url_for(settings: Settings, *, domain: str | None = None) -> str:
-    """Where connect links start: RedirectUri's origin (a custom domain) wins, then ``domain``
-    (the API's own, as a request shows it), then CONNECT_START_URL."""
+def start_url_for(settings: Settings, *, origin: str | None = None) -> str:
+    """Where connect links start: RedirectUri's origin (a custom domain) wins, then ``origin``
+    (the API's own, ``scheme://host`` as a request shows it), then CONNECT_START_URL."""
     if settings.redirect_uri:
         parts = urlsplit(settings.redirect_uri)
         return f"{parts.scheme}://{parts.netloc}{START_PATH}"
-    if domain:
-        return f"https://{domain}{START_PATH}"
+    if origin:
+        return f"{origin}{START_PATH}"
     if settings.connect_start_url:
         return settings.connect_start_url
     raise ConfigError(

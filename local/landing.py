@@ -1,0 +1,122 @@
+"""The local stack's landing page: it plays the app that integrates the connector.
+
+It creates a connect session for an owner of its own (signed, as the app's backend would),
+sends the person through Capsule, and shows what came back on its return URL beside the
+connections as the connector stores them.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from html import escape
+from typing import Any
+
+_CSS = """
+body{font:15px/1.5 system-ui,sans-serif;margin:0;background:#f4f6f8;color:#1d2630}
+main{max-width:62rem;margin:6vh auto;padding:2rem;background:#fff;border-radius:12px;
+box-shadow:0 8px 24px rgba(0,0,0,.06)}
+h1{font-size:1.5rem;margin-top:0}table{border-collapse:collapse;width:100%;margin:1rem 0}
+th,td{text-align:left;padding:.45rem .6rem;border-bottom:1px solid #e5e7eb;font-size:.9rem}
+.button,button{font:inherit;display:inline-block;padding:.55rem 1rem;border-radius:8px;border:0;
+background:#2563eb;color:#fff;text-decoration:none;font-weight:600;cursor:pointer;white-space:nowrap}
+h2{font-size:1.1rem;margin-top:1.5rem}th{white-space:nowrap}
+button.secondary{background:#475569}.note{color:#56606b;font-size:.85rem}
+.status-active{color:#1f7a3f}.status-needs_reauth{color:#a8321e}form{display:inline}
+.actions{white-space:nowrap}.actions form+form{margin-left:.4rem}
+"""
+
+
+def _when(epoch: int | None) -> str:
+    if not epoch:
+        return "never"
+    left = epoch - time.time()
+    stamp = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if left > 0:
+        return f"{stamp} (in {left / 3600:.1f} h)"
+    return f"{stamp} ({-left / 3600:.1f} h ago)"
+
+
+def _action(path: str, connection_id: str, label: str, css: str = "") -> str:
+    target = f"/_local/{path}?back=1&connection_id={connection_id}"
+    return (
+        f'<form method=post action="{escape(target, quote=True)}">'
+        f'<button class="{css}">{escape(label)}</button></form>'
+    )
+
+
+def _row(c: dict[str, Any]) -> str:
+    actions = ""
+    if c["status"] == "active":
+        actions = _action("refresh", c["connection_id"], "Refresh now") + _action(
+            "disconnect", c["connection_id"], "Disconnect", "secondary"
+        )
+    return (
+        "<tr>"
+        f"<td data-testid=owner>{escape(c.get('owner', ''))}</td>"
+        f"<td>{escape(c['site_name'])}<br><span class=note>{escape(c['connection_id'])}</span></td>"
+        f"<td>{escape(c['user_name'])}</td>"
+        f'<td class="status-{escape(c["status"])}" data-testid=status>{escape(c["status"])}</td>'
+        f"<td data-testid=expires>{escape(_when(c['expires_at']))}</td>"
+        f"<td data-testid=last-refresh>{escape(_when(c.get('last_refreshed_at')))}</td>"
+        f"<td class=actions>{actions}</td>"
+        "</tr>"
+    )
+
+
+def _received(params: dict[str, str]) -> str:
+    """What came back on the return URL; an app would verify it through the API."""
+    shown = {k: v for k, v in params.items() if k.startswith("capsule_")}
+    if not shown:
+        return ""
+    items = "".join(
+        f"<li><code>{escape(k)}</code> = <code data-testid={escape(k)}>{escape(v)}</code></li>"
+        for k, v in sorted(shown.items())
+    )
+    return (
+        "<div id=app-received><p>Back in the app, its return URL received:</p>"
+        f"<ul>{items}</ul><p class=note>An app trusts only what it reads back from the"
+        " connector (the management API or the layer), never these parameters alone.</p></div>"
+    )
+
+
+def landing_page(
+    connections: list[dict[str, Any]], stack: dict[str, Any], params: dict[str, str]
+) -> str:
+    rows = "".join(_row(connection) for connection in connections)
+    table = (
+        "<table><thead><tr><th>Owner</th><th>Capsule site</th><th>User</th><th>Status</th>"
+        "<th>Access token expires</th><th>Last refresh</th><th></th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+        if connections
+        else "<p class=note>No connection yet.</p>"
+    )
+    flash = (
+        "<p class=note id=flash>Done: the table shows the connections as they are now.</p>"
+        if params.get("refreshed")
+        else ""
+    )
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        "<title>Capsule connector (local)</title>"
+        f"<style>{_CSS}</style></head><body><main>"
+        "<h1>Capsule CRM connector — local stack</h1>"
+        f"<p>Capsule: <code>{escape(stack['capsule_base_url'])}</code>"
+        f" · AWS: moto at <code>{escape(stack['aws_endpoint'])}</code></p>"
+        "<h2>Your app</h2>"
+        "<p class=note>This page plays the app: its backend creates a connect session for one"
+        " of its users (a signed POST /connect-sessions) and sends the person to the link.</p>"
+        '<form method=post action="/_local/connect">'
+        '<label>Owner (your app\'s user id) <input name=owner id=owner value="demo-user-1"'
+        " required></label> "
+        "<label><input type=checkbox name=return_here id=return-here value=1 checked>"
+        " come back here afterwards</label> "
+        "<button id=connect>Connect Capsule CRM</button></form>"
+        f"{_received(params)}"
+        f"<h2>Connections</h2>{flash}{table}"
+        '<form method=post action="/_local/refresh?back=1">'
+        "<button class=secondary id=run-refresh>Run the scheduled refresh now</button></form>"
+        f"<p class=note>The scheduled refresh also runs every {stack['schedule_seconds'] // 60}"
+        " minutes, as template.yaml says; it refreshes what is due.</p>"
+        "</main></body></html>"
+    )
