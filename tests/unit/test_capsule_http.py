@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import responses
+import time_machine
 
 from capsule_oauth import errors as capsule_errors
 from capsule_oauth.capsule import api, credentials, token_endpoint
@@ -125,10 +126,64 @@ def test_token_errors_are_classified(
 def test_429_carries_the_reset_time(mock: responses.RequestsMock) -> None:
     token_reply(mock, 429, {"error": "rate limit reached"}, **{"X-RateLimit-Reset": "1900000000"})
 
-    with pytest.raises(capsule_errors.CapsuleRateLimited) as raised:
+    with (
+        time_machine.travel(1_900_000_000 - 600, tick=False),
+        pytest.raises(capsule_errors.CapsuleRateLimited) as raised,
+    ):
         refresh()
 
     assert raised.value.reset_at == 1_900_000_000
+
+
+@pytest.mark.parametrize(
+    "reset",
+    [
+        str(1_900_000_000 * 1000),  # milliseconds: parked a connection for 56,889 years
+        "1e20",
+        "²",
+        "-5",
+        str(1_900_000_000 + 3 * 86_400),
+    ],
+)
+def test_a_rate_limit_reset_that_is_not_a_sane_time_is_a_malformed_answer(
+    mock: responses.RequestsMock, reset: str
+) -> None:
+    token_reply(mock, 429, {"error": "rate limit reached"}, **{"X-RateLimit-Reset": reset})
+
+    with (
+        time_machine.travel(1_900_000_000, tick=False),
+        pytest.raises(capsule_errors.CapsuleBadResponse),
+    ):
+        refresh()
+
+
+@pytest.mark.parametrize("expires_in", ["²", "1e20", 1e40, 10**40, "1_000", -5, 0, True, "٣"])
+def test_an_expires_in_that_is_not_a_bounded_whole_number_is_malformed(
+    mock: responses.RequestsMock, expires_in: object
+) -> None:
+    token_reply(mock, 200, {"access_token": "a", "refresh_token": "r", "expires_in": expires_in})
+
+    with pytest.raises(capsule_errors.CapsuleBadResponse):
+        refresh()
+
+
+def test_an_answer_over_the_size_limit_is_refused(mock: responses.RequestsMock) -> None:
+    mock.add(responses.POST, f"{BASE}/oauth/token", body=b"x" * (api.MAX_BODY_BYTES + 1))
+
+    with pytest.raises(capsule_errors.CapsuleBadResponse, match="bytes"):
+        refresh()
+
+
+def test_an_answer_trickling_in_past_its_deadline_is_a_timeout(
+    mock: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each read arrives within the timeout, but the whole answer does not.
+    mock.add(responses.POST, f"{BASE}/oauth/token", body=b"{" + b" " * 200_000 + b"}")
+    clock = iter([0, 0, 0, *range(1_000, 10_000)])  # then every read comes a second later
+    monkeypatch.setattr(api, "now", lambda: float(next(clock)))
+
+    with pytest.raises(capsule_errors.CapsuleTimeout):
+        refresh()
 
 
 def test_oauth_error_messages_carry_no_secret(mock: responses.RequestsMock) -> None:

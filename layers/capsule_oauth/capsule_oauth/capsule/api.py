@@ -7,6 +7,8 @@ error names only.
 from __future__ import annotations
 
 import functools
+import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -44,11 +46,26 @@ class RateLimit:
         return cls(limit, remaining, float(reset) if reset is not None else None)
 
 
-def _int_or_none(value: object) -> int | None:
-    try:
-        return int(str(value)) if value is not None else None
-    except ValueError:
+_DIGITS = re.compile(r"[0-9]{1,12}")  # ASCII only: int() also takes other digits and "1_0"
+MAX_BODY_BYTES = 1 << 20  # no answer of Capsule's is near 1 MiB
+RESET_HORIZON_SECONDS = 86_400  # Capsule's limits reset hourly; a reset days away is malformed
+
+
+def bounded_int(value: object, *, low: int, high: int) -> int | None:
+    """``value`` as an int when it is ASCII digits (or an int) within [low, high], else None."""
+    if isinstance(value, bool):
         return None
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+        number = int(value.strip())
+    else:
+        return None
+    return number if low <= number <= high else None
+
+
+def _int_or_none(value: object) -> int | None:
+    return None if value is None else bounded_int(value, low=0, high=10**11)
 
 
 @functools.cache
@@ -65,9 +82,37 @@ def session() -> requests.Session:
     return http
 
 
-def send(method: str, url: str, timeout: float, **kwargs: Any) -> requests.Response:
+def now() -> float:
+    """The clock deadlines are measured on (time.monotonic)."""
+    return time.monotonic()
+
+
+def send(
+    method: str, url: str, timeout: float, *, deadline: float | None = None, **kwargs: Any
+) -> requests.Response:
+    """One request whose whole answer arrives by ``deadline`` (time.monotonic(); default
+    ``timeout`` from now) and stays under MAX_BODY_BYTES. The timeout alone bounds each read,
+    so an answer trickling in could otherwise take any time."""
+    deadline = min(deadline or math.inf, now() + timeout)
+    left = deadline - now()
+    if left <= 0:
+        raise CapsuleTimeout("no time left to call Capsule")
     try:
-        return session().request(method, url, timeout=timeout, allow_redirects=False, **kwargs)
+        response = session().request(
+            method, url, timeout=left, allow_redirects=False, stream=True, **kwargs
+        )
+        try:
+            body = bytearray()
+            for chunk in response.iter_content(65_536):
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise CapsuleBadResponse(f"Capsule's answer is over {MAX_BODY_BYTES} bytes")
+                if now() > deadline:
+                    raise CapsuleTimeout(f"Capsule's answer did not arrive within {timeout:g} s")
+            response._content = bytes(body)  # what .json() and .content read from now on
+        finally:
+            response.close()
+        return response
     except requests.Timeout:
         raise CapsuleTimeout(f"Capsule did not answer within {timeout:g} s") from None
     except requests.RequestException as exc:
@@ -93,11 +138,21 @@ def raise_for_common(response: requests.Response) -> None:
 
 
 def _reset_at(response: requests.Response) -> float | None:
-    limits = RateLimit.from_headers(response.headers)
-    if limits and limits.reset_at:
-        return limits.reset_at
-    retry_after = _int_or_none(response.headers.get("Retry-After"))
-    return time.time() + retry_after if retry_after is not None else None
+    """When a 429 says to come back; a reset that is not a sane epoch second is malformed."""
+    now = int(time.time())
+    raw_reset = response.headers.get("X-RateLimit-Reset")
+    if raw_reset is not None:
+        reset = bounded_int(raw_reset, low=now - 3600, high=now + RESET_HORIZON_SECONDS)
+        if reset is None:
+            raise CapsuleBadResponse("Capsule's X-RateLimit-Reset is not a time within a day")
+        return float(reset)
+    raw_retry = response.headers.get("Retry-After")
+    if raw_retry is not None:
+        retry_after = bounded_int(raw_retry, low=0, high=RESET_HORIZON_SECONDS)
+        if retry_after is None:
+            raise CapsuleBadResponse("Capsule's Retry-After is not a number of seconds")
+        return float(now + retry_after)
+    return None
 
 
 @dataclass(frozen=True)
@@ -117,6 +172,7 @@ def api_request(
     timeout: float,
     params: dict[str, Any] | None = None,
     json: Any = None,
+    deadline: float | None = None,
 ) -> APIResponse:
     """Call ``<base>/api/v2<path>`` with the bearer token; raise a CapsuleError on failure."""
     if not path.startswith("/") or "://" in path:
@@ -128,6 +184,7 @@ def api_request(
         params=params,
         json=json,
         headers={"Authorization": f"Bearer {access_token}"},
+        deadline=deadline,
     )
     raise_for_common(response)
     if response.status_code >= 400:

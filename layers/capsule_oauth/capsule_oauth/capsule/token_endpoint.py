@@ -31,6 +31,8 @@ OAUTH_ERRORS: dict[str, type[OAuthError]] = {
 # /oauth/token/revoke. Neither is confirmed, so try both, in that order.
 REVOKE_PATHS = ("/oauth/revoke", "/oauth/token/revoke")
 
+MAX_EXPIRES_IN = 10 * 366 * 86_400  # Capsule issues 7 days; beyond ten years is malformed
+
 
 @dataclass(frozen=True)
 class TokenResponse:
@@ -147,9 +149,8 @@ def _parse_token_response(payload: Any) -> TokenResponse:
         raise CapsuleBadResponse("Capsule token response has no access_token")
     if refresh_token is not None and (not isinstance(refresh_token, str) or not refresh_token):
         raise CapsuleBadResponse("Capsule token response has an empty refresh_token")
-    if isinstance(expires_in, str) and expires_in.isdigit():
-        expires_in = int(expires_in)
-    if not isinstance(expires_in, int) or isinstance(expires_in, bool) or expires_in <= 0:
+    expires_in = api.bounded_int(expires_in, low=1, high=MAX_EXPIRES_IN)
+    if expires_in is None:
         raise CapsuleBadResponse("Capsule token response has no valid expires_in")
     token_type = str(payload.get("token_type") or "bearer").lower()
     if token_type != "bearer":  # noqa: S105 - a token type name, not a secret
