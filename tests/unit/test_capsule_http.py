@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 import responses
@@ -247,3 +250,40 @@ def test_api_422_keeps_capsules_field_errors(mock: responses.RequestsMock) -> No
 def test_api_path_must_stay_under_api_v2() -> None:
     with pytest.raises(ValueError, match="relative"):
         api.api_request(BASE, "tok", "GET", "https://evil.example/x", timeout=1)
+
+
+def test_client_secret_basic_sends_the_credentials_in_the_authorization_header(
+    mock: responses.RequestsMock,
+) -> None:
+    token_reply(mock, 200, {"access_token": "a", "refresh_token": "r2", "expires_in": 60})
+    basic = dataclasses.replace(SETTINGS, token_auth_method="client_secret_basic")
+
+    token_endpoint.refresh(basic, refresh_token="r")
+
+    sent = mock.calls[0].request
+    expected = base64.b64encode(b"id:secret-value").decode()
+    assert sent.headers["Authorization"] == f"Basic {expected}"
+    assert "client_secret" not in str(sent.body)
+
+
+def test_an_unusable_exchange_answer_is_revoked_before_it_fails(
+    mock: responses.RequestsMock,
+) -> None:
+    # The code was spent and Capsule issued a grant; without expires_in nobody can keep it.
+    token_reply(mock, 200, {"access_token": "a-issued", "refresh_token": "r-issued"})
+    mock.add(responses.POST, f"{BASE}/oauth/revoke", json={}, status=200)
+
+    with pytest.raises(capsule_errors.CapsuleBadResponse):
+        token_endpoint.exchange_code(
+            SETTINGS, code="c", redirect_uri="https://x/cb", code_verifier=None
+        )
+
+    revoked = dict(parse_qsl(str(mock.calls[1].request.body)))
+    assert revoked["token"] == "r-issued"
+
+
+def test_revocation_errors_name_the_revocation_endpoint(mock: responses.RequestsMock) -> None:
+    mock.add(responses.POST, f"{BASE}/oauth/revoke", json={"error": "invalid_request"}, status=400)
+
+    with pytest.raises(capsule_errors.OAuthError, match="revocation endpoint"):
+        token_endpoint.revoke(SETTINGS, token="t")

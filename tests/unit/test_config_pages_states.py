@@ -43,6 +43,9 @@ def test_a_missing_required_setting_names_itself(missing: str) -> None:
         ("STATE_TTL_SECONDS", "ten"),
         ("REFRESH_CONCURRENCY", "0"),
         ("CAPSULE_BASE_URL", "ftp://capsule"),
+        ("CAPSULE_BASE_URL", "http://api.capsulecrm.com"),  # plain http only on localhost
+        ("CAPSULE_TOKEN_AUTH_METHOD", "private_key_jwt"),
+        ("TOKEN_CACHE_SECONDS", "-1"),
         ("REDIRECT_URI", "not a url"),
     ],
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import boto3
 import pytest
 import responses
@@ -32,10 +34,13 @@ def test_disconnect_revokes_the_grant_at_capsule(
     with time_machine.travel(LATER, tick=False):
         disconnect(CID)
 
-    (sent,) = fake_capsule.revoke_requests
+    # Both tokens: the grant first, then the access token it issued.
+    sent, then = fake_capsule.revoke_requests
     assert sent["token"] == grant["refresh_token"]
     assert sent["token_type_hint"] == "refresh_token"
     assert sent["client_id"] == CLIENT_ID
+    assert then["token"] == grant["access_token"]
+    assert then["token_type_hint"] == "access_token"
     assert grant["refresh_token"] not in fake_capsule.refresh_tokens
 
 
@@ -108,7 +113,20 @@ def test_the_other_revocation_path_is_tried_when_the_first_is_missing(
         assert disconnect(CID).status == "disconnected"
 
     paths = [call.request.path_url for call in fake_capsule.mock.calls]
-    assert paths[-2:] == ["/oauth/revoke", "/oauth/token/revoke"]
+    assert paths[:2] == ["/oauth/revoke", "/oauth/token/revoke"]
+
+
+def test_without_any_revocation_endpoint_disconnect_says_so_and_forgets_the_tokens(
+    settings: Settings, fake_capsule: FakeCapsule, log_output: io.StringIO
+) -> None:
+    seed(settings, fake_capsule)
+    fake_capsule.revoke_faults.extend([(404, {}, "{}"), (404, {}, "{}")])
+
+    with time_machine.travel(LATER, tick=False):
+        assert disconnect(CID).status == "disconnected"
+
+    assert "Capsule cannot revoke" in log_output.getvalue()
+    assert "revocation endpoint at /oauth/revoke or /oauth/token/revoke" in log_output.getvalue()
 
 
 def test_disconnect_waits_for_a_refresh_in_progress(
@@ -139,7 +157,7 @@ def test_disconnecting_twice_is_harmless(settings: Settings, fake_capsule: FakeC
         again = disconnect(CID)
 
     assert again.status == "disconnected"
-    assert len(fake_capsule.revoke_requests) == 1
+    assert len(fake_capsule.revoke_requests) == 2  # once: the refresh and the access token
     assert stored(settings).lease_owner is None
 
 

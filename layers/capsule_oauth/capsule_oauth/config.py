@@ -43,11 +43,25 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+TOKEN_AUTH_METHODS = ("client_secret_post", "client_secret_basic")
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip() or default
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
 def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    """An absolute https URL; plain http only on this machine (the emulator, the gateway)."""
     value = env.get(name, "").strip() or default
     parts = urlsplit(value)
     if parts.scheme not in {"https", "http"} or not parts.netloc:
-        raise ConfigError(f"{name} must be an absolute http(s) URL, got {value!r}")
+        raise ConfigError(f"{name} must be an absolute https URL, got {value!r}")
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+        raise ConfigError(f"{name} must be https:// (http only for localhost), got {value!r}")
     return value.rstrip("/")
 
 
@@ -74,6 +88,8 @@ class Settings:
     require_connect_session: bool = True
     connect_session_ttl_seconds: int = 1800
     connect_start_url: str | None = None
+    token_auth_method: str = "client_secret_post"  # noqa: S105 - a method's name
+    token_cache_seconds: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -126,6 +142,10 @@ class Settings:
                 _number(env, "CONNECT_SESSION_TTL_SECONDS", cls.connect_session_ttl_seconds, 60)
             ),
             connect_start_url=connect_start_url,
+            token_auth_method=_choice(
+                env, "CAPSULE_TOKEN_AUTH_METHOD", cls.token_auth_method, TOKEN_AUTH_METHODS
+            ),
+            token_cache_seconds=int(_number(env, "TOKEN_CACHE_SECONDS", cls.token_cache_seconds)),
         )
 
 

@@ -46,6 +46,12 @@ class CapsuleBadResponse(CapsuleError):
     reason = "BadResponse"
 
 
+class RevocationUnsupported(CapsuleBadResponse):
+    """Neither known revocation path exists at Capsule: the grant cannot be revoked from here."""
+
+    reason = "RevocationUnsupported"
+
+
 class CapsuleRateLimited(CapsuleError):
     """429: wait until ``reset_at`` (epoch seconds) before calling again."""
 
@@ -64,8 +70,8 @@ class OAuthError(CapsuleError):
 
     reason = "OAuthError"
 
-    def __init__(self, error: str, status: int) -> None:
-        super().__init__(f"Capsule token endpoint answered {status} {error}")
+    def __init__(self, error: str, status: int, endpoint: str = "token endpoint") -> None:
+        super().__init__(f"Capsule {endpoint} answered {status} {error}")
         self.error = error
         self.status = status
 

@@ -8,16 +8,25 @@ code or token.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import requests
 
 from capsule_oauth.capsule import api, credentials
 from capsule_oauth.capsule.credentials import ClientCredentials
 from capsule_oauth.config import Settings
-from capsule_oauth.errors import CapsuleBadResponse, InvalidClient, InvalidGrant, OAuthError
+from capsule_oauth.errors import (
+    CapsuleBadResponse,
+    InvalidClient,
+    InvalidGrant,
+    OAuthError,
+    RevocationUnsupported,
+)
+from capsule_oauth.observability import logger
 
 T = TypeVar("T")
 
@@ -50,7 +59,9 @@ def exchange_code(
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
     if code_verifier:
         form["code_verifier"] = code_verifier
-    return _signed_in(settings, lambda client: _token_request(settings, form, client))
+    return _signed_in(
+        settings, lambda client: _token_request(settings, form, client, give_back=True)
+    )
 
 
 def refresh(settings: Settings, *, refresh_token: str) -> TokenResponse:
@@ -86,19 +97,55 @@ def _signed_in(settings: Settings, call: Callable[[ClientCredentials], T]) -> T:
 def _post(
     settings: Settings, path: str, form: dict[str, str], client: ClientCredentials
 ) -> requests.Response:
-    body = {**form, "client_id": client.client_id, "client_secret": client.client_secret}
+    """POST a form, the client authenticated as TokenEndpointAuthMethod says (RFC 6749 2.3.1)."""
     url = f"{settings.capsule_base_url}{path}"
+    if settings.token_auth_method == "client_secret_basic":  # noqa: S105 - a method's name
+        pair = f"{quote(client.client_id, safe='')}:{quote(client.client_secret, safe='')}"
+        basic = base64.b64encode(pair.encode()).decode()
+        return api.send(
+            "POST",
+            url,
+            settings.http_timeout_seconds,
+            data=form,
+            headers={"Authorization": f"Basic {basic}"},
+        )
+    body = {**form, "client_id": client.client_id, "client_secret": client.client_secret}
     return api.send("POST", url, settings.http_timeout_seconds, data=body)
 
 
 def _token_request(
-    settings: Settings, form: dict[str, str], client: ClientCredentials
+    settings: Settings,
+    form: dict[str, str],
+    client: ClientCredentials,
+    *,
+    give_back: bool = False,
 ) -> TokenResponse:
     response = _post(settings, "/oauth/token", form, client)
     api.raise_for_common(response)
     if response.status_code != 200:
-        _raise_oauth_error(response)
-    return _parse_token_response(api.json_body(response))
+        _raise_oauth_error(response, "token endpoint")
+    payload = api.json_body(response)
+    try:
+        return _parse_token_response(payload)
+    except CapsuleBadResponse:
+        if give_back:  # Capsule granted something we cannot use: revoke it, then fail
+            _give_back_unusable(settings, payload, client)
+        raise
+
+
+def _give_back_unusable(settings: Settings, payload: Any, client: ClientCredentials) -> None:
+    if not isinstance(payload, dict):
+        return
+    for hint in ("refresh_token", "access_token"):
+        token = payload.get(hint)
+        if isinstance(token, str) and token:
+            try:
+                _revoke(settings, {"token": token, "token_type_hint": hint}, client)
+            except Exception as error:  # already failing: the first error is the one to raise
+                logger.warning(
+                    "Could not revoke an unusable grant", extra={"error": type(error).__name__}
+                )
+            return
 
 
 def _revoke(settings: Settings, form: dict[str, str], client: ClientCredentials) -> None:
@@ -110,13 +157,16 @@ def _revoke(settings: Settings, form: dict[str, str], client: ClientCredentials)
         if response.status_code == 200:
             return
         try:
-            _raise_oauth_error(response)
+            _raise_oauth_error(response, "revocation endpoint")
         except InvalidGrant:
             return  # already dead: revoked is what we wanted
-    raise CapsuleBadResponse("Capsule has no token revocation endpoint at either known path")
+    raise RevocationUnsupported(
+        f"Capsule has no revocation endpoint at {' or '.join(REVOKE_PATHS)} (both answered"
+        " 404): revoke the app's access in Capsule's own settings instead"
+    )
 
 
-def _raise_oauth_error(response: requests.Response) -> None:
+def _raise_oauth_error(response: requests.Response, endpoint: str) -> None:
     status = response.status_code
     try:
         payload = response.json()
@@ -133,10 +183,10 @@ def _raise_oauth_error(response: requests.Response) -> None:
         error = "invalid_client"  # a bare 401 from the token endpoint refuses the client
     known = OAUTH_ERRORS.get(error)
     if known is not None:
-        raise known(error, status)
+        raise known(error, status, endpoint)
     if 400 <= status < 500 and error:
-        raise OAuthError(error[:64], status)
-    raise CapsuleBadResponse(f"Capsule token endpoint answered {status}")
+        raise OAuthError(error[:64], status, endpoint)
+    raise CapsuleBadResponse(f"Capsule {endpoint} answered {status}")
 
 
 def _parse_token_response(payload: Any) -> TokenResponse:
