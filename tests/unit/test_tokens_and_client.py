@@ -124,13 +124,13 @@ def test_capsule_down_after_expiry_is_token_unavailable(
 def test_a_lease_held_too_long_elsewhere_is_token_unavailable(
     settings: Settings, fake_capsule: FakeCapsule, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seed(settings, fake_capsule, expires_at=T0 + 60)
+    seed(settings, fake_capsule, expires_at=T0 + 60)  # a 60 s token: refreshed in its last 30 s
     connections.ConnectionStore(settings).acquire_lease(
-        CID, owner="elsewhere", now=T0 + 10, lease_seconds=3600
+        CID, owner="elsewhere", now=T0 + 40, lease_seconds=3600
     )
     monkeypatch.setattr(tokens, "_POLL_SECONDS", 0.0)
 
-    with time_machine.travel(T0 + 10, tick=True), pytest.raises(TokenUnavailable):
+    with time_machine.travel(T0 + 40, tick=True), pytest.raises(TokenUnavailable):
         get_access_token(CID, settings=replace(settings, lease_wait_seconds=0.05))
 
     assert fake_capsule.token_requests == []

@@ -1,8 +1,9 @@
 """``get_access_token``: a valid access token for a connection, refreshed on demand.
 
 Near expiry it refreshes under the same lease the scheduled refresh uses; if another worker
-holds the lease it waits briefly and re-reads. Decrypted tokens are kept in memory for the
-life of the container (never on disk or in logs) so a warm caller makes no AWS call.
+holds the lease it waits briefly and re-reads. Decrypted tokens are kept in memory (never on
+disk or in logs) for TOKEN_CACHE_SECONDS, so a warm caller makes no AWS call and a
+disconnect elsewhere reaches every container within that time.
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ class AccessToken:
     value: str = field(repr=False)
     version: int
     expires_at: int
+    lifetime: int = 0  # seconds the token was issued for (0: not known)
+    read_at: float = field(default_factory=time.time)  # when this container read it
+
+
+def margin(settings: Settings, lifetime: int) -> int:
+    """How long before expiry a token is refreshed on demand: TokenMarginSeconds, but at most
+    half its lifetime (tokens shorter-lived than the margin would refresh on every call)."""
+    if lifetime <= 0:
+        return settings.token_margin_seconds
+    return min(settings.token_margin_seconds, lifetime // 2)
 
 
 _cache: dict[str, AccessToken] = {}
@@ -45,9 +56,13 @@ def clear_cache() -> None:
 def _remember(connection_id: str, token: AccessToken) -> AccessToken:
     with _cache_lock:
         known = _cache.get(connection_id)
-        if known is None or known.version <= token.version:
+        if known is None or known.version <= token.version or not _fresh_read(known):
             _cache[connection_id] = token
     return token
+
+
+def _fresh_read(token: AccessToken) -> bool:
+    return time.time() - token.read_at < config.settings().token_cache_seconds
 
 
 def _forget(connection_id: str, version: int) -> None:
@@ -64,12 +79,20 @@ def forget(connection_id: str) -> None:
 
 
 def _usable(token: AccessToken | None, settings: Settings, now: float) -> bool:
-    return token is not None and token.expires_at - settings.token_margin_seconds > now
+    """Fresh enough, and read recently enough: after TOKEN_CACHE_SECONDS the connection is
+    read again, so a disconnect or a reauth elsewhere shows in every container."""
+    return (
+        token is not None
+        and token.expires_at - margin(settings, token.lifetime) > now
+        and now - token.read_at < settings.token_cache_seconds
+    )
 
 
 def _from_connection(settings: Settings, connection: Connection) -> AccessToken:
     pair = ConnectionStore(settings).tokens(connection)
-    return AccessToken(pair.access_token, connection.version, connection.expires_at)
+    return AccessToken(
+        pair.access_token, connection.version, connection.expires_at, connection.token_lifetime
+    )
 
 
 def _check_active(connection_id: str, connection: Connection | None) -> Connection:
@@ -89,7 +112,7 @@ def current_token(connection_id: str, *, settings: Settings | None = None) -> Ac
     if cached is not None and _usable(cached, settings, now):
         return cached
     connection = _check_active(connection_id, ConnectionStore(settings).get(connection_id))
-    if connection.expires_at - settings.token_margin_seconds > now:
+    if connection.expires_at - margin(settings, connection.token_lifetime) > now:
         return _remember(connection_id, _from_connection(settings, connection))
     return renew(connection_id, settings=settings)
 
@@ -113,10 +136,10 @@ def renew(
     settings = settings or config.settings()
     if rejected_version is not None:
         _forget(connection_id, rejected_version)
-    margin = settings.token_margin_seconds
 
     def needs_refresh(connection: Connection, now: int) -> bool:
-        return connection.expires_at - margin <= now or connection.version == rejected_version
+        near = connection.expires_at - margin(settings, connection.token_lifetime) <= now
+        return near or connection.version == rejected_version
 
     owner = f"token:{uuid.uuid4().hex}"
     deadline = time.monotonic() + settings.lease_wait_seconds
@@ -128,7 +151,10 @@ def renew(
             refresh.count_result(result)
         if result.outcome is Outcome.REFRESHED and result.connection and result.access_token:
             token = AccessToken(
-                result.access_token, result.connection.version, result.connection.expires_at
+                result.access_token,
+                result.connection.version,
+                result.connection.expires_at,
+                result.connection.token_lifetime,
             )
             return _remember(connection_id, token)
         if result.outcome is Outcome.MISSING:

@@ -64,10 +64,15 @@ def exchange_code(
     )
 
 
-def refresh(settings: Settings, *, refresh_token: str) -> TokenResponse:
-    """POST grant_type=refresh_token. The answer's refresh token (if any) replaces ours."""
+def refresh(
+    settings: Settings, *, refresh_token: str, deadline: float | None = None
+) -> TokenResponse:
+    """POST grant_type=refresh_token, answered in full by ``deadline`` (api.now() clock).
+    The answer's refresh token (if any) replaces ours."""
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-    return _signed_in(settings, lambda client: _token_request(settings, form, client))
+    return _signed_in(
+        settings, lambda client: _token_request(settings, form, client, deadline=deadline)
+    )
 
 
 def revoke(
@@ -95,7 +100,11 @@ def _signed_in(settings: Settings, call: Callable[[ClientCredentials], T]) -> T:
 
 
 def _post(
-    settings: Settings, path: str, form: dict[str, str], client: ClientCredentials
+    settings: Settings,
+    path: str,
+    form: dict[str, str],
+    client: ClientCredentials,
+    deadline: float | None = None,
 ) -> requests.Response:
     """POST a form, the client authenticated as TokenEndpointAuthMethod says (RFC 6749 2.3.1)."""
     url = f"{settings.capsule_base_url}{path}"
@@ -108,9 +117,10 @@ def _post(
             settings.http_timeout_seconds,
             data=form,
             headers={"Authorization": f"Basic {basic}"},
+            deadline=deadline,
         )
     body = {**form, "client_id": client.client_id, "client_secret": client.client_secret}
-    return api.send("POST", url, settings.http_timeout_seconds, data=body)
+    return api.send("POST", url, settings.http_timeout_seconds, data=body, deadline=deadline)
 
 
 def _token_request(
@@ -119,8 +129,9 @@ def _token_request(
     client: ClientCredentials,
     *,
     give_back: bool = False,
+    deadline: float | None = None,
 ) -> TokenResponse:
-    response = _post(settings, "/oauth/token", form, client)
+    response = _post(settings, "/oauth/token", form, client, deadline)
     api.raise_for_common(response)
     if response.status_code != 200:
         _raise_oauth_error(response, "token endpoint")

@@ -8,6 +8,7 @@ still stored ends a connection (``needs_reauth``).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -17,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from capsule_oauth.capsule import token_endpoint
+from capsule_oauth.capsule import api, token_endpoint
 from capsule_oauth.config import Settings
 from capsule_oauth.errors import (
     CapsuleError,
@@ -73,15 +74,25 @@ def forced(_connection: Connection, _now: int) -> bool:
     return True
 
 
+# Capsule's answer must be in (and saved) this long before the lease runs out.
+LEASE_MARGIN_SECONDS = 10
+_MIN_CALL_SECONDS = 2.0  # less time than this left on the lease: do not start a call
+_SAVE_ATTEMPTS = 3
+
+
 def refresh_connection(
     settings: Settings,
     connection_id: str,
     *,
     owner: str,
     needs_refresh: NeedsRefresh = scheduled_due,
+    deadline: float | None = None,
 ) -> RefreshResult:
+    """Refresh one connection under its lease; ``deadline`` (api.now() clock) is when the
+    caller must be done (the Lambda's time), the lease's own end comes first if earlier."""
     store = ConnectionStore(settings)
     now = int(time.time())
+    leased_at = api.now()
     try:
         current = store.acquire_lease(connection_id, owner=owner, now=now)
     except LeaseNotAcquired:
@@ -95,7 +106,17 @@ def refresh_connection(
             return RefreshResult(connection_id, Outcome.INACTIVE, connection=current)
         if not needs_refresh(current, now):
             return RefreshResult(connection_id, Outcome.NOT_NEEDED, connection=current)
-        result = _refresh_leased(settings, store, current, owner=owner, now=now)
+        lease_end = (
+            leased_at
+            + settings.lease_seconds
+            - min(LEASE_MARGIN_SECONDS, settings.lease_seconds / 4)
+        )
+        call_deadline = min(lease_end, deadline or math.inf)
+        if call_deadline - api.now() < _MIN_CALL_SECONDS:
+            return RefreshResult(connection_id, Outcome.CONTENDED, "NoTimeLeft")
+        result = _refresh_leased(
+            settings, store, current, owner=owner, now=now, deadline=call_deadline
+        )
         released = True  # every path of _refresh_leased ends in a fenced write or StaleWrite
         return result
     finally:
@@ -104,13 +125,28 @@ def refresh_connection(
 
 
 def _refresh_leased(
-    settings: Settings, store: ConnectionStore, current: Connection, *, owner: str, now: int
+    settings: Settings,
+    store: ConnectionStore,
+    current: Connection,
+    *,
+    owner: str,
+    now: int,
+    deadline: float,
 ) -> RefreshResult:
     cid = current.connection_id
     try:
         stored = store.tokens(current)
-        answer = token_endpoint.refresh(settings, refresh_token=stored.refresh_token)
+        answer = token_endpoint.refresh(
+            settings, refresh_token=stored.refresh_token, deadline=deadline
+        )
     except InvalidGrant as error:
+        if current.lease_taken_over:
+            # The worker whose lease lapsed may have rotated this token and still be saving
+            # the new one: ask again once its lease period is over before declaring reauth.
+            return _failed(
+                store, current, owner=owner, now=now, reason="InvalidGrantAfterTakeover",
+                retry_at=now + settings.lease_seconds,
+            )  # fmt: skip
         try:
             updated = store.mark_needs_reauth(current, owner=owner, error=error.reason, now=now)
         except StaleWrite:
@@ -121,21 +157,10 @@ def _refresh_leased(
         )
         return RefreshResult(cid, Outcome.REAUTH_REQUIRED, error.reason, connection=updated)
     except (CapsuleError, TokenDecryptionError) as error:
-        reason = error.reason
         retry_at = now + backoff_seconds(current.failure_count + 1)
         if isinstance(error, CapsuleRateLimited) and error.reset_at:
             retry_at = max(retry_at, int(error.reset_at) + 1)
-        try:
-            updated = store.record_failure(
-                current, owner=owner, error=reason, retry_at=retry_at, now=now
-            )
-        except StaleWrite:
-            updated = None
-        logger.warning(
-            "Refresh failed; tokens kept, will retry",
-            extra={"connection_id": cid, "error_class": reason, "retry_at": retry_at},
-        )
-        return RefreshResult(cid, Outcome.FAILED, reason, connection=updated)
+        return _failed(store, current, owner=owner, now=now, reason=error.reason, retry_at=retry_at)
 
     tokens = TokenPair(
         answer.access_token,
@@ -144,16 +169,16 @@ def _refresh_leased(
     )
     expires_at = int(time.time()) + answer.expires_in
     try:
-        updated = store.store_refreshed(
+        updated = _save_rotated(
+            store,
             current,
             tokens,
             owner=owner,
             expires_at=expires_at,
             scope=answer.scope or current.scope,
-            refresh_due_at=refresh_due_at(
-                expires_at, answer.expires_in, settings.refresh_lead_seconds
-            ),
-            now=int(time.time()),
+            due=refresh_due_at(expires_at, answer.expires_in, settings.refresh_lead_seconds),
+            lifetime=answer.expires_in,
+            deadline=deadline + min(LEASE_MARGIN_SECONDS, settings.lease_seconds / 4),
         )
     except StaleWrite:
         # Only a reconnect (newer tokens) or a lease that ran out can get here.
@@ -166,6 +191,70 @@ def _refresh_leased(
     return RefreshResult(
         cid, Outcome.REFRESHED, connection=updated, access_token=tokens.access_token
     )
+
+
+def _failed(
+    store: ConnectionStore,
+    current: Connection,
+    *,
+    owner: str,
+    now: int,
+    reason: str,
+    retry_at: int,
+) -> RefreshResult:
+    """Keep the tokens, note the failure and when to try again."""
+    try:
+        updated = store.record_failure(
+            current, owner=owner, error=reason, retry_at=retry_at, now=now
+        )
+    except StaleWrite:
+        updated = None
+    logger.warning(
+        "Refresh failed; tokens kept, will retry",
+        extra={"connection_id": current.connection_id, "error_class": reason, "retry_at": retry_at},
+    )
+    return RefreshResult(current.connection_id, Outcome.FAILED, reason, connection=updated)
+
+
+def _save_rotated(
+    store: ConnectionStore,
+    current: Connection,
+    tokens: TokenPair,
+    *,
+    owner: str,
+    expires_at: int,
+    scope: str,
+    due: int,
+    lifetime: int,
+    deadline: float,
+) -> Connection:
+    """Save tokens Capsule has just rotated, retrying a KMS or DynamoDB fault while time
+    allows: the old refresh token is dead, so these are the only ones that work."""
+    for attempt in range(_SAVE_ATTEMPTS):
+        try:
+            return store.store_refreshed(
+                current,
+                tokens,
+                owner=owner,
+                expires_at=expires_at,
+                scope=scope,
+                refresh_due_at=due,
+                now=int(time.time()),
+                lifetime=lifetime,
+            )
+        except StaleWrite:
+            raise
+        except Exception as error:
+            pause = 0.2 * 2**attempt
+            if attempt + 1 == _SAVE_ATTEMPTS or api.now() + pause >= deadline:
+                count_by("RotatedTokensUnsaved", "error_class", type(error).__name__)
+                raise
+            logger.warning(
+                "Saving rotated tokens failed; trying again",
+                extra={"connection_id": current.connection_id, "error": type(error).__name__},
+            )
+            time.sleep(pause)
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
 @dataclass
@@ -204,7 +293,11 @@ def refresh_due(
 
     def work(connection_id: str) -> None:
         try:
-            result = refresh_connection(settings, connection_id, owner=owner)
+            # Done well before the Lambda is: half the reserve stays for saving and reporting.
+            left = (remaining_ms() - settings.refresh_min_remaining_ms / 2) / 1000
+            result = refresh_connection(
+                settings, connection_id, owner=owner, deadline=api.now() + left
+            )
         except Exception:
             logger.exception("Refresh crashed", extra={"connection_id": connection_id})
             result = RefreshResult(connection_id, Outcome.ERROR, "Exception")
@@ -216,11 +309,12 @@ def refresh_due(
     now = int(time.time())
     with ThreadPoolExecutor(settings.refresh_concurrency, thread_name_prefix="refresh") as pool:
         for connection_id in ConnectionStore(settings).due_ids(now=now):
+            slots.acquire()  # a worker first: waiting for one uses up time too
             if remaining_ms() < settings.refresh_min_remaining_ms:
+                slots.release()
                 report.stopped_early = True
                 break
             report.due += 1
-            slots.acquire()
             pool.submit(work, connection_id)
     # Metrics are emitted here, on one thread, from the report the workers filled in.
     count("DueConnections", report.due)
@@ -229,7 +323,8 @@ def refresh_due(
     return report
 
 
-_FAILURES = (Outcome.FAILED, Outcome.ERROR, Outcome.CONTENDED)
+# Another worker holding the lease is not a failure: that connection is being refreshed.
+_FAILURES = (Outcome.FAILED, Outcome.ERROR)
 
 
 def emit_metrics(report: RunReport) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
 from capsule_oauth import owners
@@ -56,6 +56,10 @@ class Connection:
     created_at: int = 0
     updated_at: int = 0
     owner: str = owners.ANONYMOUS  # items saved before owners existed have none
+    token_lifetime: int = 0  # expires_in of the stored access token (0: not recorded)
+    # Set by acquire_lease: the lease was another worker's, lapsed, and is ours now. That
+    # worker may still be waiting on Capsule with a rotation that made our refresh token old.
+    lease_taken_over: bool = False
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Connection:
@@ -90,6 +94,7 @@ class Connection:
             created_at=n("created_at") or 0,
             updated_at=n("updated_at") or 0,
             owner=s("owner") or owners.ANONYMOUS,
+            token_lifetime=n("token_lifetime") or 0,
         )
 
 
@@ -172,12 +177,14 @@ class ConnectionStore:
                 " #scope = :scope, #status = :active, tokens = :tokens,"
                 " expires_at = :expires_at, refresh_queue = :queue, refresh_due_at = :due,"
                 " failure_count = :zero, connected_at = :now, updated_at = :now,"
+                " token_lifetime = :lifetime,"
                 " created_at = if_not_exists(created_at, :now),"
                 " version = if_not_exists(version, :zero) + :one"
                 " REMOVE last_error, last_error_at, lease_owner, lease_expires_at"
             ),
             ExpressionAttributeNames={"#scope": "scope", "#status": "status", "#owner": "owner"},
             ExpressionAttributeValues={
+                ":lifetime": _n(max(expires_at - now, 0)),
                 ":owner": _s(identity.owner),
                 ":subdomain": _s(identity.subdomain),
                 ":site_name": _s(identity.site_name),
@@ -272,7 +279,9 @@ class ConnectionStore:
                     ":until": _n(until),
                     ":now": _n(now),
                 },
-                ReturnValues="ALL_NEW",
+                # The item as it was: whose lease this took, and (with ours set below) the
+                # re-read that must follow taking a lease, in the same atomic write.
+                ReturnValues="ALL_OLD",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except dynamodb.exceptions.ConditionalCheckFailedException as failure:
@@ -280,7 +289,13 @@ class ConnectionStore:
             if not existing:
                 return None
             raise LeaseNotAcquired(connection_id) from None
-        return Connection.from_item(response["Attributes"])
+        before = Connection.from_item(response["Attributes"])
+        return replace(
+            before,
+            lease_owner=owner,
+            lease_expires_at=until,
+            lease_taken_over=before.lease_owner not in (None, owner),
+        )
 
     def release_lease(self, connection_id: str, *, owner: str) -> None:
         dynamodb = aws.dynamodb()
@@ -302,19 +317,22 @@ class ConnectionStore:
         update: str,
         values: dict[str, AttributeValueTypeDef],
         names: dict[str, str] | None = None,
+        lease_held: bool = True,
     ) -> Connection:
-        """Write only if ``current`` is still the stored version and ``owner`` holds the lease."""
+        """Write only if ``current`` is still the stored version and (``lease_held``) ``owner``
+        still holds the lease."""
         dynamodb = aws.dynamodb()
+        fence = "version = :version"
+        fenced: dict[str, AttributeValueTypeDef] = {":version": _n(current.version)}
+        if lease_held:
+            fence += " AND lease_owner = :owner"
+            fenced[":owner"] = _s(owner)
         request: dict[str, Any] = {
             "TableName": self._table,
             "Key": {"connection_id": _s(current.connection_id)},
             "UpdateExpression": update,
-            "ConditionExpression": "version = :version AND lease_owner = :owner",
-            "ExpressionAttributeValues": {
-                **values,
-                ":version": _n(current.version),
-                ":owner": _s(owner),
-            },
+            "ConditionExpression": fence,
+            "ExpressionAttributeValues": {**values, **fenced},
             "ReturnValues": "ALL_NEW",
         }
         if names:  # DynamoDB refuses an empty ExpressionAttributeNames
@@ -335,13 +353,21 @@ class ConnectionStore:
         scope: str,
         refresh_due_at: int,
         now: int,
+        lifetime: int = 0,
     ) -> Connection:
-        """Save rotated tokens atomically, clear failures and release the lease (fenced)."""
+        """Save rotated tokens atomically, clear failures and release the lease.
+
+        Fenced on the version only: Capsule has already rotated, so these are the newest
+        tokens unless someone saved others since we read (a reconnect). A lease that lapsed
+        while Capsule answered must not throw them away.
+        """
         return self._fenced_update(
             current,
             owner=owner,
+            lease_held=False,
             update=(
                 "SET tokens = :tokens, expires_at = :expires_at, #scope = :scope,"
+                " token_lifetime = :lifetime,"
                 " refresh_due_at = :due, last_refreshed_at = :now, updated_at = :now,"
                 " failure_count = :zero, version = version + :one,"
                 # Connections saved before owners existed join the owner index here.
@@ -351,6 +377,7 @@ class ConnectionStore:
             names={"#scope": "scope", "#conn_owner": "owner"},
             values={
                 ":anonymous": _s(owners.ANONYMOUS),
+                ":lifetime": _n(lifetime),
                 ":tokens": self._seal(current.connection_id, tokens),
                 ":expires_at": _n(expires_at),
                 ":scope": _s(scope),
