@@ -508,3 +508,18 @@ def test_the_two_identity_lookups_are_in_flight_at_the_same_time(
 
     assert response["statusCode"] == 200
     assert not both_sent.broken
+
+
+def test_the_binding_cookie_is_cleared_on_the_path_it_was_set_with(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A custom RedirectUri whose path differs from the route's: the cookie was set there.
+    monkeypatch.setenv(
+        "REDIRECT_URI", "https://abc123.execute-api.us-east-1.amazonaws.com/capsule/callback"
+    )
+    started = start(invoke, fake_capsule)
+
+    response = invoke("CallbackFunction", callback_event(started))
+
+    assert response["cookies"][0].startswith(f"{started.cookie_name}=; Max-Age=0;")
+    assert "Path=/capsule/callback;" in response["cookies"][0]
