@@ -35,6 +35,24 @@ class BenchStack:
         return config.settings()
 
 
+def stack_for(emulator: CapsuleEmulator) -> tuple[Template, Stack]:
+    """template.yaml's resources on whichever moto boto3 reaches now, the emulator as Capsule,
+    and the function environment in ``os.environ``, caches as a cold container has them."""
+    template = Template.load()
+    stack = create_stack(
+        template,
+        client_credentials={
+            "client_id": emulator.client_id,
+            "client_secret": emulator.client_secret,
+        },
+        parameters={"CapsuleBaseUrl": emulator.url},
+        prefix="bench",
+    )
+    os.environ.update(stack.environment("CallbackFunction"))
+    reset_caches()
+    return template, stack
+
+
 @contextlib.contextmanager
 def bench_stack(accounts: Iterable[Account] | None = None) -> Iterator[BenchStack]:
     """moto + the emulator + the function environment; everything undone on the way out."""
@@ -43,18 +61,7 @@ def bench_stack(accounts: Iterable[Account] | None = None) -> Iterator[BenchStac
     emulator.start()
     try:
         with mock_aws(), atomic_dynamodb():
-            template = Template.load()
-            stack = create_stack(
-                template,
-                client_credentials={
-                    "client_id": emulator.client_id,
-                    "client_secret": emulator.client_secret,
-                },
-                parameters={"CapsuleBaseUrl": emulator.url},
-                prefix="bench",
-            )
-            os.environ.update(stack.environment("CallbackFunction"))
-            reset_caches()
+            template, stack = stack_for(emulator)
             try:
                 yield BenchStack(template, stack, emulator)
             finally:

@@ -23,11 +23,12 @@ from typing import IO
 from moto.server import ThreadedMotoServer
 
 from bench.common import ROOT
+from bench.harness import stack_for
 from capsule_oauth import config
 from capsule_oauth.config import Settings
 from local.capsule_emulator import Account, CapsuleEmulator
 from local.lambda_container import reset_caches
-from local.stack import Stack, Template, atomic_dynamodb, create_stack
+from local.stack import Stack, Template, atomic_dynamodb
 
 HOST = "127.0.0.1"
 _STARTUP_TIMEOUT_S = 60
@@ -149,18 +150,7 @@ def server_stack(accounts: Iterable[Account] | None = None) -> Iterator[ServerSt
     try:
         emulator.start()
         os.environ["AWS_ENDPOINT_URL"] = moto.endpoint
-        template = Template.load()
-        stack = create_stack(
-            template,
-            client_credentials={
-                "client_id": emulator.client_id,
-                "client_secret": emulator.client_secret,
-            },
-            parameters={"CapsuleBaseUrl": emulator.url},
-            prefix="bench",
-        )
-        os.environ.update(stack.environment("CallbackFunction"))
-        reset_caches()
+        template, stack = stack_for(emulator)
         try:
             yield ServerStack(template, stack, emulator, moto)
         finally:
