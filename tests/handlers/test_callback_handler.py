@@ -65,9 +65,9 @@ def test_token_request_sends_exactly_the_authorization_code_fields(
     stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
 ) -> None:
     started = start(invoke, fake_capsule)
-    verifier = boto3.client("dynamodb").scan(TableName=stack.state_table)["Items"][0][
-        "code_verifier"
-    ]["S"]
+    items = boto3.client("dynamodb").scan(TableName=stack.state_table)["Items"]
+    (state,) = [item for item in items if not item["state"]["S"].startswith("session#")]
+    verifier = state["code_verifier"]["S"]
 
     invoke("CallbackFunction", callback_event(started))
 
