@@ -410,3 +410,43 @@ def test_reconnecting_as_another_capsule_account_is_refused_and_changes_nothing(
     assert "Scott Spacey on Example Co." in answer["body"]
     assert store.get(connection_id) == before
     assert len(fake_capsule.refresh_tokens) == live_before  # the new grant was revoked
+
+
+def test_python_prefers_connect_start_url_to_the_redirect_uri(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONNECT_START_URL", "https://api.example.com/auth/start")
+    monkeypatch.setenv("REDIRECT_URI", "https://connect.example.com/capsule/callback")
+    reset_caches()
+
+    made = create_connect_session("user-42")
+
+    assert made["connect_url"].startswith("https://api.example.com/auth/start?session=")
+
+
+def test_a_session_deleted_by_its_ttl_cannot_be_claimed_again(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    token = new_session("user-42", "/done")
+    first, second = (start(invoke, fake_capsule, session=token) for _ in range(2))
+    assert finish(invoke, first)["statusCode"] == 303
+    for item in sessions(stack):  # DynamoDB's TTL removes the finished session
+        boto3.client("dynamodb").delete_item(
+            TableName=stack.state_table, Key={"state": item["state"]}
+        )
+
+    late = finish(invoke, second)
+
+    assert late["statusCode"] == 400
+    assert len(fake_capsule.token_requests) == 1
+
+
+def test_the_session_item_outlives_the_session_by_a_sign_ins_lifetime(
+    stack: Stack, invoke: Invoke
+) -> None:
+    with time_machine.travel(1_900_000_000, tick=False):
+        create(invoke, owner="user-42")
+
+    (item,) = sessions(stack)
+    assert int(item["session_expires_at"]["N"]) == 1_900_000_000 + 1800
+    assert int(item["expires_at"]["N"]) == 1_900_000_000 + 1800 + 600  # the TTL attribute

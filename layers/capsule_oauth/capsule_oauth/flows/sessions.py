@@ -33,8 +33,9 @@ class ConnectSession(TypedDict):
 
 
 def start_url_for(settings: Settings, *, origin: str | None = None) -> str:
-    """Where connect links start: RedirectUri's origin (a custom domain) wins, then ``origin``
-    (the API's own, ``scheme://host`` as a request shows it), then CONNECT_START_URL."""
+    """Where connect links start, as a request to the API shows it: RedirectUri's origin (a
+    custom domain) wins over ``origin`` (``scheme://host`` of the request); without either,
+    CONNECT_START_URL. (In Python, CONNECT_START_URL comes first: create_connect_session.)"""
     if settings.redirect_uri:
         parts = urlsplit(settings.redirect_uri)
         return f"{parts.scheme}://{parts.netloc}{START_PATH}"
@@ -90,7 +91,7 @@ def create_connect_session(
                 f"connection {reconnect_connection_id!r} belongs to another owner"
             )
         label = f"{existing.user_name} on {existing.site_name}"
-    base = start_url or start_url_for(settings)
+    base = start_url or settings.connect_start_url or start_url_for(settings)
     created = SessionStore(settings).create(
         owner,
         return_url=return_url or None,

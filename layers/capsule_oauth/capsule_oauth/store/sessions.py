@@ -15,6 +15,7 @@ from typing import Any
 
 from capsule_oauth.config import Settings
 from capsule_oauth.errors import ConnectSessionUnusable
+from capsule_oauth.observability import logger
 from capsule_oauth.store import aws
 from capsule_oauth.store.states import SessionLink
 
@@ -38,6 +39,9 @@ class SessionStore:
     def __init__(self, settings: Settings) -> None:
         self._table = settings.state_table
         self._ttl_seconds = settings.connect_session_ttl_seconds
+        # The item outlives the session by a sign-in's own lifetime: a sign-in started just
+        # before the session expired can still claim it, and its claim is still there after.
+        self._keep_seconds = settings.state_ttl_seconds
 
     def create(
         self,
@@ -55,7 +59,8 @@ class SessionStore:
             "kind": {"S": "connect_session"},
             "owner": {"S": owner},
             "created_at": {"N": str(now)},
-            "expires_at": {"N": str(created.expires_at)},
+            "session_expires_at": {"N": str(created.expires_at)},
+            "expires_at": {"N": str(created.expires_at + self._keep_seconds)},  # TTL
         }
         if return_url:
             item["return_url"] = {"S": return_url}
@@ -83,7 +88,7 @@ class SessionStore:
         )
         if not item or item.get("kind", {}).get("S") != "connect_session":
             raise ConnectSessionUnusable("SessionUnknown")
-        if int(item["expires_at"]["N"]) <= now:
+        if int(item["session_expires_at"]["N"]) <= now:
             raise ConnectSessionUnusable("SessionExpired")
         if "finished_at" in item:
             raise ConnectSessionUnusable("SessionFinished")
@@ -102,23 +107,18 @@ class SessionStore:
             dynamodb.update_item(
                 TableName=self._table,
                 Key={"state": {"S": key}},
-                # A session TTL already deleted is recreated as a finished stub that expires.
-                UpdateExpression=(
-                    "SET finished_at = :now, finished_by = :by,"
-                    " expires_at = if_not_exists(expires_at, :until)"
-                ),
-                ConditionExpression="attribute_not_exists(finished_at)",
-                ExpressionAttributeValues={
-                    ":now": {"N": str(now)},
-                    ":by": {"S": state_hash},
-                    ":until": {"N": str(now + self._ttl_seconds)},
-                },
+                UpdateExpression="SET finished_at = :now, finished_by = :by",
+                # Only a session that is still there: one TTL deleted cannot be claimed again.
+                ConditionExpression="attribute_exists(#s) AND attribute_not_exists(finished_at)",
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues={":now": {"N": str(now)}, ":by": {"S": state_hash}},
             )
         except dynamodb.exceptions.ConditionalCheckFailedException:
             raise ConnectSessionUnusable("SessionFinished") from None
 
     def release(self, key: str, *, state_hash: str) -> None:
-        """Give back this sign-in's claim (it failed): the person may try again."""
+        """Give back this sign-in's claim (it failed): the person may try again. Best effort:
+        the sign-in has already failed, and its own error is the one to report."""
         dynamodb = aws.dynamodb()
         try:
             dynamodb.update_item(
@@ -130,6 +130,10 @@ class SessionStore:
             )
         except dynamodb.exceptions.ConditionalCheckFailedException:
             return
+        except Exception as error:
+            logger.warning(
+                "Could not give the connect session back", extra={"error": type(error).__name__}
+            )
 
 
 def state_hash(state: str) -> str:
