@@ -4,7 +4,7 @@ The token endpoint, both revocation paths and the API answer exactly as the emul
 over HTTP (client credentials, redirect_uri equality, single-use codes, PKCE, refresh-token
 rotation with the old pair dead, bearer checks), because it is the same code. What the fake
 adds is for tests: it records what was sent, takes canned replies (``*_faults``) ahead of
-the emulator's answer, and can run a hook before each token request.
+the emulator's answer, and can run a hook before and after each token request.
 
 Capsule keeps the real time here: tests move the connector's clock with time-machine, not
 Capsule's, so tokens issued during a test stay valid on Capsule's side.
@@ -53,6 +53,8 @@ class FakeCapsule:
         self.api_requests: list[tuple[str, str]] = []
         # Runs on each token request before it is answered (e.g. to play another worker).
         self.before_token: Callable[[dict[str, str]], None] | None = None
+        # Runs once Capsule has answered (rotated), before the answer leaves: a slow answer.
+        self.after_token: Callable[[dict[str, str]], None] | None = None
         self._lock = threading.Lock()
         self._no_faults = Faults()  # the canned replies above stand in for them
         mock.add_callback(responses.POST, base_url + TOKEN_PATH, self._token)
@@ -113,7 +115,10 @@ class FakeCapsule:
         if self.before_token is not None:
             self.before_token(_form(sent))
         routes.record(self.store, sent)
-        return self._answer(sent, self.token_faults)
+        reply = self._answer(sent, self.token_faults)
+        if self.after_token is not None:
+            self.after_token(_form(sent))
+        return reply
 
     def _revoke(self, request: PreparedRequest) -> Reply:
         sent = _request(request, self.base_url)

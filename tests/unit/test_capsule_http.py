@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import itertools
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl
@@ -17,6 +19,7 @@ from capsule_oauth import errors as capsule_errors
 from capsule_oauth.capsule import api, credentials, token_endpoint
 from capsule_oauth.capsule.credentials import ClientCredentials
 from capsule_oauth.config import Settings
+from tests.support.slow_server import trickling_server
 
 BASE = "https://capsule.test"
 CREDENTIALS = ClientCredentials("id", "secret-value")
@@ -187,6 +190,33 @@ def test_an_answer_trickling_in_past_its_deadline_is_a_timeout(
 
     with pytest.raises(capsule_errors.CapsuleTimeout):
         refresh()
+
+
+def test_an_answer_trickling_in_over_a_real_socket_stops_at_its_deadline() -> None:
+    # Each byte comes 0.1 s after the last, far within the 1 s read timeout: only a total
+    # deadline stops reading. Without one this answer takes 4 s.
+    body = b'{"access_token": "a", "expires_in": 60}'
+    with trickling_server(body, seconds_per_byte=0.1) as base_url:
+        started = time.monotonic()
+        with pytest.raises(capsule_errors.CapsuleTimeout):
+            api.send("POST", f"{base_url}/oauth/token", 1.0)
+        took = time.monotonic() - started
+
+    assert took < 2.0
+
+
+def test_an_answer_complete_in_hand_after_the_deadline_is_still_used(
+    mock: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Capsule rotated and its whole answer is here, just late: it is the only copy of the
+    # new tokens, so it is read, not thrown away (the fenced save decides if it still counts).
+    token_reply(mock, 200, {"access_token": "a", "refresh_token": "r2", "expires_in": 60})
+    clock = itertools.chain([0, 0], itertools.repeat(1_000))  # all of it, 1,000 s late
+    monkeypatch.setattr(api, "now", lambda: float(next(clock)))
+
+    answer = refresh()
+
+    assert answer.refresh_token == "r2"
 
 
 def test_oauth_error_messages_carry_no_secret(mock: responses.RequestsMock) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 from typing import Any
@@ -11,6 +12,7 @@ import time_machine
 from botocore.exceptions import ClientError
 
 from capsule_oauth import get_access_token, tokens
+from capsule_oauth.capsule import api
 from capsule_oauth.config import Settings
 from capsule_oauth.errors import ReauthorizationRequired
 from capsule_oauth.flows import refresh as refresh_flow
@@ -46,6 +48,45 @@ def test_tokens_rotated_while_our_lease_lapsed_are_still_saved(
     )  # fmt: skip
 
     assert saved.version == mine.version + 1  # nothing newer was saved meanwhile: A's count
+
+
+@pytest.mark.usefixtures("atomic_moto")
+def test_a_slow_refresh_past_its_lease_keeps_the_rotated_tokens_and_the_connection(
+    settings: Settings, fake_capsule: FakeCapsule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race, with a 4 s lease: A's refresh rotates at Capsule, but the answer
+    # reaches A only after its lease lapsed and B took over with the old refresh token.
+    seed(settings, fake_capsule)
+    short = replace(settings, lease_seconds=4)
+    skew = [0.0]  # how far both clocks moved on: no test waits out a lease for real
+    monkeypatch.setattr(api, "now", lambda: time.monotonic() + skew[0])
+    rotated, b_done = threading.Event(), threading.Event()
+
+    def slow_answer_to_a(_form: dict[str, str]) -> None:
+        if not rotated.is_set():
+            rotated.set()
+            b_done.wait(10)
+
+    fake_capsule.after_token = slow_answer_to_a
+    results: dict[str, refresh_flow.RefreshResult] = {}
+
+    def worker_a() -> None:
+        results["A"] = refresh_flow.refresh_connection(short, CID, owner="A")
+
+    with time_machine.travel(DUE, tick=True) as clock:
+        a = threading.Thread(target=worker_a)
+        a.start()
+        assert rotated.wait(10), results
+        clock.shift(short.lease_seconds + 1)
+        skew[0] += short.lease_seconds + 1
+        results["B"] = refresh_flow.refresh_connection(short, CID, owner="B")
+        b_done.set()
+        a.join(10)
+
+    assert results["B"].error == "InvalidGrantAfterTakeover"  # not needs_reauth
+    assert results["A"].outcome is refresh_flow.Outcome.REFRESHED
+    assert stored(settings).status == "active"
+    assert store_tokens_are_live(settings, fake_capsule)
 
 
 def test_invalid_grant_right_after_taking_over_a_lapsed_lease_is_retried_not_reauth(

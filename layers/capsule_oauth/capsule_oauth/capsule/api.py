@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from capsule_oauth.errors import (
@@ -102,22 +103,44 @@ def send(
             method, url, timeout=left, allow_redirects=False, stream=True, **kwargs
         )
         try:
-            body = bytearray()
-            for chunk in response.iter_content(65_536):
-                body += chunk
-                if len(body) > MAX_BODY_BYTES:
-                    raise CapsuleBadResponse(f"Capsule's answer is over {MAX_BODY_BYTES} bytes")
-                if now() > deadline:
-                    raise CapsuleTimeout(f"Capsule's answer did not arrive within {timeout:g} s")
-            response._content = bytes(body)  # what .json() and .content read from now on
+            response._content = _read_body(response, deadline, timeout)  # what .json() reads
         finally:
             response.close()
         return response
-    except requests.Timeout:
+    except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
         raise CapsuleTimeout(f"Capsule did not answer within {timeout:g} s") from None
-    except requests.RequestException as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         # The exception text can quote the URL; ours never carries a secret, but keep it short.
         raise CapsuleUnavailable(f"could not reach Capsule ({type(exc).__name__})") from None
+
+
+# Past the deadline, what has already arrived is still read (a late but whole answer may
+# hold the only copy of rotated tokens), but nothing is waited for any longer.
+_DRAIN_READ_SECONDS = 0.05
+_DRAIN_SECONDS = 0.5
+
+
+def _read_body(response: requests.Response, deadline: float, timeout: float) -> bytes:
+    """The body, one socket read at a time, each given only the time left: a buffered read
+    would wait for 64 KiB (or the whole Content-Length), however slowly it trickles in."""
+    raw = response.raw
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    body = bytearray()
+    drain_until: float | None = None
+    while True:
+        left = deadline - now()
+        if left <= 0:
+            drain_until = drain_until or now() + _DRAIN_SECONDS
+            if now() > drain_until:
+                raise CapsuleTimeout(f"Capsule's answer did not arrive within {timeout:g} s")
+        if sock is not None:
+            sock.settimeout(max(left, _DRAIN_READ_SECONDS))
+        chunk = raw.read1(65_536, decode_content=True)
+        if not chunk:
+            return bytes(body)
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise CapsuleBadResponse(f"Capsule's answer is over {MAX_BODY_BYTES} bytes")
 
 
 def json_body(response: requests.Response) -> Any:
