@@ -129,6 +129,28 @@ def test_a_kms_or_dynamodb_fault_after_the_rotation_is_retried_and_the_tokens_ke
     assert store_tokens_are_live(settings, fake_capsule)
 
 
+def test_a_save_that_keeps_failing_after_the_rotation_records_a_backoff(
+    settings: Settings, fake_capsule: FakeCapsule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(settings, fake_capsule)
+
+    def broken(self: ConnectionStore, *args: Any, **kwargs: Any) -> Any:
+        raise ClientError({"Error": {"Code": "KMSInternalException"}}, "Encrypt")
+
+    monkeypatch.setattr(ConnectionStore, "store_refreshed", broken)
+    monkeypatch.setattr(time, "sleep", lambda _seconds: None)
+
+    with time_machine.travel(DUE, tick=False):
+        report = run_refresh(settings)
+
+    assert report.outcomes == {"failed": 1}  # a failure with a backoff, not a crash
+    after = stored(settings)
+    assert after.failure_count == 1
+    assert after.last_error == "RotatedTokensUnsaved"
+    assert after.refresh_due_at == DUE + refresh_flow.backoff_seconds(1)
+    assert after.lease_owner is None
+
+
 def store_tokens_are_live(settings: Settings, fake: FakeCapsule) -> bool:
     store = ConnectionStore(settings)
     return store.tokens(stored(settings)).refresh_token in fake.refresh_tokens

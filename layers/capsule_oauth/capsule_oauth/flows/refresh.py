@@ -167,6 +167,24 @@ def _refresh_leased(
         # No refresh_token in the answer means the old one stays valid.
         answer.refresh_token or stored.refresh_token,
     )
+    return _keep_rotated(
+        settings, store, current, tokens, answer, owner=owner, now=now, deadline=deadline
+    )
+
+
+def _keep_rotated(
+    settings: Settings,
+    store: ConnectionStore,
+    current: Connection,
+    tokens: TokenPair,
+    answer: token_endpoint.TokenResponse,
+    *,
+    owner: str,
+    now: int,
+    deadline: float,
+) -> RefreshResult:
+    """Save what Capsule rotated to; when that cannot be done, say why and back off."""
+    cid = current.connection_id
     expires_at = int(time.time()) + answer.expires_in
     try:
         updated = _save_rotated(
@@ -187,6 +205,17 @@ def _refresh_leased(
             extra={"connection_id": cid},
         )
         return RefreshResult(cid, Outcome.ERROR, "StaleWrite")
+    except Exception as error:
+        # KMS or DynamoDB kept failing: the rotated tokens are lost. Back off like any other
+        # failure (the next try may still work where Capsule did not rotate the refresh token).
+        logger.error(
+            "Rotated tokens could not be saved",
+            extra={"connection_id": cid, "error": type(error).__name__},
+        )
+        retry_at = now + backoff_seconds(current.failure_count + 1)
+        return _failed(
+            store, current, owner=owner, now=now, reason="RotatedTokensUnsaved", retry_at=retry_at
+        )
     logger.info("Connection refreshed", extra={"connection_id": cid, "expires_at": expires_at})
     return RefreshResult(
         cid, Outcome.REFRESHED, connection=updated, access_token=tokens.access_token
