@@ -312,6 +312,22 @@ def test_an_unusable_exchange_answer_is_revoked_before_it_fails(
     assert revoked["token"] == "r-issued"
 
 
+def test_every_token_of_an_unusable_exchange_answer_is_revoked_even_if_one_fails(
+    mock: responses.RequestsMock,
+) -> None:
+    token_reply(mock, 200, {"access_token": "a-issued", "refresh_token": "r-issued"})
+    mock.add(responses.POST, f"{BASE}/oauth/revoke", status=503)  # the first revoke fails
+    mock.add(responses.POST, f"{BASE}/oauth/revoke", json={}, status=200)
+
+    with pytest.raises(capsule_errors.CapsuleBadResponse):
+        token_endpoint.exchange_code(
+            SETTINGS, code="c", redirect_uri="https://x/cb", code_verifier=None
+        )
+
+    revoked = [dict(parse_qsl(str(call.request.body)))["token"] for call in mock.calls[1:]]
+    assert revoked == ["r-issued", "a-issued"]
+
+
 def test_revocation_errors_name_the_revocation_endpoint(mock: responses.RequestsMock) -> None:
     mock.add(responses.POST, f"{BASE}/oauth/revoke", json={"error": "invalid_request"}, status=400)
 

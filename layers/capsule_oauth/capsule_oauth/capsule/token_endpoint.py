@@ -145,6 +145,8 @@ def _token_request(
 
 
 def _give_back_unusable(settings: Settings, payload: Any, client: ClientCredentials) -> None:
+    """Revoke every token that came back, each on its own: one failing must not keep the
+    other alive (best effort: the caller is already failing)."""
     if not isinstance(payload, dict):
         return
     for hint in ("refresh_token", "access_token"):
@@ -154,9 +156,9 @@ def _give_back_unusable(settings: Settings, payload: Any, client: ClientCredenti
                 _revoke(settings, {"token": token, "token_type_hint": hint}, client)
             except Exception as error:  # already failing: the first error is the one to raise
                 logger.warning(
-                    "Could not revoke an unusable grant", extra={"error": type(error).__name__}
+                    "Could not revoke an unusable grant",
+                    extra={"error": type(error).__name__, "token_type_hint": hint},
                 )
-            return
 
 
 def _revoke(settings: Settings, form: dict[str, str], client: ClientCredentials) -> None:
