@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import boto3
@@ -20,7 +21,7 @@ from capsule_oauth import (
 from capsule_oauth.config import Settings
 from capsule_oauth.store import connections
 from local.stack import Stack
-from tests.support.capsule_fake import CLIENT_ID, FakeCapsule
+from tests.support.capsule_fake import CLIENT_ID, EXPIRES_IN, FakeCapsule
 from tests.support.connections import CID, T0, run_refresh, seed, stored
 
 LATER = T0 + 3600
@@ -127,6 +128,23 @@ def test_without_any_revocation_endpoint_disconnect_says_so_and_forgets_the_toke
 
     assert "Capsule cannot revoke" in log_output.getvalue()
     assert "revocation endpoint at /oauth/revoke or /oauth/token/revoke" in log_output.getvalue()
+
+
+def test_client_secret_basic_works_against_capsule_for_refresh_and_revoke(
+    settings: Settings, fake_capsule: FakeCapsule
+) -> None:
+    seed(settings, fake_capsule)
+    basic = dataclasses.replace(settings, token_auth_method="client_secret_basic")
+
+    with time_machine.travel(T0 + EXPIRES_IN - 3600, tick=False):
+        assert run_refresh(basic).outcomes == {"refreshed": 1}
+        disconnect(CID, settings=basic)
+
+    assert fake_capsule.refresh_tokens == {}  # the rotated grant is revoked at Capsule
+    sent = [call.request for call in fake_capsule.mock.calls]
+    assert len(sent) == 3  # one refresh, two revocations
+    assert all(str(request.headers["Authorization"]).startswith("Basic ") for request in sent)
+    assert all("client_secret" not in str(request.body) for request in sent)
 
 
 def test_disconnect_waits_for_a_refresh_in_progress(
