@@ -61,3 +61,29 @@ def run_refresh(
 def refresh_requests(fake: FakeCapsule) -> list[dict[str, str]]:
     """The refresh-token grants the fake Capsule received, oldest first."""
     return [r for r in fake.token_requests if r["grant_type"] == "refresh_token"]
+
+
+def seed_owned(
+    settings: Settings,
+    fake: FakeCapsule,
+    owner: str,
+    *,
+    subdomain: str = "exampleco",
+    user_id: str = "1",
+    now: int = T0,
+) -> tuple[str, dict[str, Any]]:
+    """A connection of ``owner``, connected at ``now``: (its connection id, its grant)."""
+    grant = fake.issue_grant()
+    identity = connections.Identity(
+        subdomain, "Example Co.", f"https://{subdomain}.capsulecrm.com", user_id,
+        "Scott Spacey", "scott", owner=owner,
+    )  # fmt: skip
+    connections.ConnectionStore(settings).save_authorized(
+        identity,
+        crypto.TokenPair(grant["access_token"], grant["refresh_token"]),
+        expires_at=now + EXPIRES_IN,
+        scope="read write",
+        refresh_due_at=now + EXPIRES_IN - 86_400,
+        now=now,
+    )
+    return identity.connection_id, grant

@@ -19,6 +19,7 @@ from capsule_oauth import (
     get_access_token,
 )
 from capsule_oauth.config import Settings
+from capsule_oauth.errors import RevocationUnsupported
 from capsule_oauth.store import connections
 from local.stack import Stack
 from tests.support.capsule_fake import CLIENT_ID, EXPIRES_IN, FakeCapsule
@@ -117,17 +118,53 @@ def test_the_other_revocation_path_is_tried_when_the_first_is_missing(
     assert paths[:2] == ["/oauth/revoke", "/oauth/token/revoke"]
 
 
-def test_without_any_revocation_endpoint_disconnect_says_so_and_forgets_the_tokens(
+def test_without_any_revocation_endpoint_nothing_changes_unless_forced(
     settings: Settings, fake_capsule: FakeCapsule, log_output: io.StringIO
 ) -> None:
     seed(settings, fake_capsule)
+    before = stored(settings)
     fake_capsule.revoke_faults.extend([(404, {}, "{}"), (404, {}, "{}")])
 
-    with time_machine.travel(LATER, tick=False):
-        assert disconnect(CID).status == "disconnected"
+    with time_machine.travel(LATER, tick=False), pytest.raises(RevocationUnsupported):
+        disconnect(CID)
 
-    assert "Capsule cannot revoke" in log_output.getvalue()
-    assert "revocation endpoint at /oauth/revoke or /oauth/token/revoke" in log_output.getvalue()
+    after = stored(settings)
+    assert (after.status, after.tokens, after.version) == ("active", before.tokens, before.version)
+    assert after.lease_owner is None
+
+
+def test_forced_disconnect_forgets_the_tokens_when_capsule_cannot_revoke(
+    settings: Settings, fake_capsule: FakeCapsule, log_output: io.StringIO
+) -> None:
+    seed(settings, fake_capsule)
+    fake_capsule.revoke_faults.append((503, {}, "{}"))
+
+    with time_machine.travel(LATER, tick=False):
+        result = disconnect(CID, force=True)
+
+    assert (result.status, result.revoked, result.forgotten) == ("disconnected", False, True)
+    after = stored(settings)
+    assert (after.status, after.tokens, after.disconnect_reason) == (
+        "disconnected",
+        b"",
+        "forgotten",
+    )
+    assert "forgetting the tokens here anyway (forced)" in log_output.getvalue()
+    with time_machine.travel(LATER, tick=False), pytest.raises(ReauthorizationRequired):
+        get_access_token(CID)
+
+
+def test_forced_disconnect_still_revokes_when_capsule_can(
+    settings: Settings, fake_capsule: FakeCapsule
+) -> None:
+    grant = seed(settings, fake_capsule)
+
+    with time_machine.travel(LATER, tick=False):
+        result = disconnect(CID, force=True)
+
+    assert (result.revoked, result.forgotten) == (True, True)
+    assert grant["refresh_token"] not in fake_capsule.refresh_tokens
+    assert stored(settings).disconnect_reason == "revoked"
 
 
 def test_client_secret_basic_works_against_capsule_for_refresh_and_revoke(
@@ -174,7 +211,7 @@ def test_disconnecting_twice_is_harmless(settings: Settings, fake_capsule: FakeC
         disconnect(CID)
         again = disconnect(CID)
 
-    assert again.status == "disconnected"
+    assert (again.status, again.revoked, again.forgotten) == ("disconnected", False, False)
     assert len(fake_capsule.revoke_requests) == 2  # once: the refresh and the access token
     assert stored(settings).lease_owner is None
 

@@ -50,6 +50,30 @@ def test_tokens_rotated_while_our_lease_lapsed_are_still_saved(
     assert saved.version == mine.version + 1  # nothing newer was saved meanwhile: A's count
 
 
+def test_rotated_tokens_are_saved_over_a_failure_noted_meanwhile_with_a_new_version(
+    settings: Settings, fake_capsule: FakeCapsule
+) -> None:
+    seed(settings, fake_capsule)
+    store = ConnectionStore(settings)
+    mine = store.acquire_lease(CID, owner="A", now=DUE)
+    assert mine is not None
+    # A's lease lapses; B takes over, fails, and notes the failure that makes the connection
+    # "refresh failing": a new version (a status event), but the same tokens.
+    theirs = store.acquire_lease(CID, owner="B", now=DUE + settings.lease_seconds + 1)
+    assert theirs is not None
+    store.record_failure(
+        theirs, owner="B", error="Unavailable", retry_at=DUE + 900, now=DUE + 62, new_version=True
+    )
+    new = store.tokens(mine)
+
+    saved = store.store_refreshed(
+        mine, new, owner="A", expires_at=DUE + EXPIRES_IN, scope="read write",
+        refresh_due_at=DUE + EXPIRES_IN - 86_400, now=DUE + 70,
+    )  # fmt: skip
+
+    assert (saved.version, saved.failure_count) == (mine.version + 2, 0)
+
+
 @pytest.mark.usefixtures("atomic_moto")
 def test_a_slow_refresh_past_its_lease_keeps_the_rotated_tokens_and_the_connection(
     settings: Settings, fake_capsule: FakeCapsule, monkeypatch: pytest.MonkeyPatch
@@ -178,7 +202,9 @@ def test_the_warm_cache_reads_the_connection_again_after_token_cache_seconds(
     # Another container disconnects it.
     current = ConnectionStore(settings).acquire_lease(CID, owner="other", now=T0 + 20)
     assert current is not None
-    ConnectionStore(settings).mark_disconnected(current, owner="other", now=T0 + 20)
+    ConnectionStore(settings).mark_disconnected(
+        current, owner="other", now=T0 + 20, reason="revoked"
+    )
 
     later = T0 + 10 + settings.token_cache_seconds + 1
     with time_machine.travel(later, tick=False), pytest.raises(ReauthorizationRequired):

@@ -90,6 +90,9 @@ class Settings:
     connect_start_url: str | None = None
     token_auth_method: str = "client_secret_post"  # noqa: S105 - a method's name
     token_cache_seconds: int = 60
+    refresh_failing_threshold: int = 3  # failures in a row that make "Refresh Failing"
+    event_bus_name: str = "default"  # where status events go (EventsFunction)
+    event_source: str = "capsule-connector"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -146,6 +149,11 @@ class Settings:
                 env, "CAPSULE_TOKEN_AUTH_METHOD", cls.token_auth_method, TOKEN_AUTH_METHODS
             ),
             token_cache_seconds=int(_number(env, "TOKEN_CACHE_SECONDS", cls.token_cache_seconds)),
+            refresh_failing_threshold=int(
+                _number(env, "REFRESH_FAILING_THRESHOLD", cls.refresh_failing_threshold, 1)
+            ),
+            event_bus_name=env.get("EVENT_BUS_NAME", "").strip() or cls.event_bus_name,
+            event_source=env.get("EVENT_SOURCE", "").strip() or cls.event_source,
         )
 
 

@@ -125,7 +125,12 @@ class ReauthorizationRequired(RuntimeError):
 
 
 class TokenUnavailable(RuntimeError):
-    """No valid token right now (Capsule unreachable or busy refreshing); try again shortly."""
+    """No valid token right now (Capsule unreachable or busy refreshing); try again after
+    ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class TokenDecryptionError(RuntimeError):
@@ -139,6 +144,10 @@ class LeaseNotAcquired(Exception):
 
     def __init__(self, connection_id: str) -> None:
         super().__init__(f"connection {connection_id} is being refreshed by another worker")
+
+
+class InvalidOwner(ValueError):
+    """Not an owner id (see owners.RULE)."""
 
 
 class ConnectionOwnedElsewhere(PermissionError):

@@ -12,6 +12,10 @@ import re
 
 ANONYMOUS = "anonymous"  # sign-ins without a connect session, and connections from before owners
 PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")
+RULE = (
+    "owner must be 1-128 characters: letters, digits and . _ : @ / + -, starting with a letter"
+    " or digit"
+)
 
 
 def is_valid(owner: object) -> bool:

@@ -125,6 +125,18 @@ def get_access_token(connection_id: str, *, settings: Settings | None = None) ->
     return current_token(connection_id, settings=settings).value
 
 
+_RETRY_AFTER_SECONDS = 5  # Capsule failed: on-demand callers may try again soon
+_RETRY_AFTER_MAX_SECONDS = 3600
+
+
+def _retry_after(result: refresh.RefreshResult, connection: Connection) -> int:
+    """How long a caller should wait: until Capsule's rate limit resets, else a few seconds."""
+    if result.error == "RateLimited" and connection.refresh_due_at:
+        wait = connection.refresh_due_at - int(time.time())
+        return max(1, min(wait, _RETRY_AFTER_MAX_SECONDS))
+    return _RETRY_AFTER_SECONDS
+
+
 def renew(
     connection_id: str, *, settings: Settings | None = None, rejected_version: int | None = None
 ) -> AccessToken:
@@ -167,7 +179,8 @@ def renew(
             break  # NOT_NEEDED, FAILED or ERROR: what is stored now is the best there is
         if time.monotonic() >= deadline:
             raise TokenUnavailable(
-                f"connection {connection_id} is being refreshed elsewhere; try again shortly"
+                f"connection {connection_id} is being refreshed elsewhere; try again shortly",
+                retry_after=1,
             )
         time.sleep(_POLL_SECONDS)
 
@@ -176,6 +189,7 @@ def renew(
     if token.expires_at <= time.time() or token.version == rejected_version:
         raise TokenUnavailable(
             f"could not refresh connection {connection_id} ({result.error or 'unknown'});"
-            " try again later"
+            " try again later",
+            retry_after=_retry_after(result, connection),
         )
     return _remember(connection_id, token)

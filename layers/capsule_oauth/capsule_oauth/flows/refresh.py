@@ -144,8 +144,8 @@ def _refresh_leased(
             # The worker whose lease lapsed may have rotated this token and still be saving
             # the new one: ask again once its lease period is over before declaring reauth.
             return _failed(
-                store, current, owner=owner, now=now, reason="InvalidGrantAfterTakeover",
-                retry_at=now + settings.lease_seconds,
+                settings, store, current, owner=owner, now=now,
+                reason="InvalidGrantAfterTakeover", retry_at=now + settings.lease_seconds,
             )  # fmt: skip
         try:
             updated = store.mark_needs_reauth(current, owner=owner, error=error.reason, now=now)
@@ -160,7 +160,9 @@ def _refresh_leased(
         retry_at = now + backoff_seconds(current.failure_count + 1)
         if isinstance(error, CapsuleRateLimited) and error.reset_at:
             retry_at = max(retry_at, int(error.reset_at) + 1)
-        return _failed(store, current, owner=owner, now=now, reason=error.reason, retry_at=retry_at)
+        return _failed(
+            settings, store, current, owner=owner, now=now, reason=error.reason, retry_at=retry_at
+        )
 
     tokens = TokenPair(
         answer.access_token,
@@ -214,7 +216,13 @@ def _keep_rotated(
         )
         retry_at = now + backoff_seconds(current.failure_count + 1)
         return _failed(
-            store, current, owner=owner, now=now, reason="RotatedTokensUnsaved", retry_at=retry_at
+            settings,
+            store,
+            current,
+            owner=owner,
+            now=now,
+            reason="RotatedTokensUnsaved",
+            retry_at=retry_at,
         )
     logger.info("Connection refreshed", extra={"connection_id": cid, "expires_at": expires_at})
     return RefreshResult(
@@ -223,6 +231,7 @@ def _keep_rotated(
 
 
 def _failed(
+    settings: Settings,
     store: ConnectionStore,
     current: Connection,
     *,
@@ -231,10 +240,16 @@ def _failed(
     reason: str,
     retry_at: int,
 ) -> RefreshResult:
-    """Keep the tokens, note the failure and when to try again."""
+    """Keep the tokens, note the failure and when to try again. The failure that makes the
+    connection "refresh failing" gets a new version (a status event is derived from it)."""
     try:
         updated = store.record_failure(
-            current, owner=owner, error=reason, retry_at=retry_at, now=now
+            current,
+            owner=owner,
+            error=reason,
+            retry_at=retry_at,
+            now=now,
+            new_version=current.failure_count + 1 == settings.refresh_failing_threshold,
         )
     except StaleWrite:
         updated = None

@@ -65,11 +65,7 @@ def create_connect_session(
     """
     settings = settings or config.settings()
     if not owners.is_valid(owner):
-        raise InvalidConnectSessionRequest(
-            "invalid_owner",
-            "owner must be 1-128 characters: letters, digits and . _ : @ / + -, starting with"
-            " a letter or digit",
-        )
+        raise InvalidConnectSessionRequest("invalid_owner", owners.RULE)
     if return_url is not None:
         if not isinstance(return_url, str):
             raise InvalidConnectSessionRequest("invalid_request", "return_url must be a string")

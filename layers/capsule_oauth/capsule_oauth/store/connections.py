@@ -97,7 +97,8 @@ class ConnectionStore:
                 " token_lifetime = :lifetime,"
                 " created_at = if_not_exists(created_at, :now),"
                 " version = if_not_exists(version, :zero) + :one"
-                " REMOVE last_error, last_error_at, lease_owner, lease_expires_at"
+                " REMOVE last_error, last_error_at, lease_owner, lease_expires_at,"
+                " disconnect_reason"
             ),
             ExpressionAttributeNames={"#scope": "scope", "#status": "status", "#owner": "owner"},
             ExpressionAttributeValues={
@@ -235,12 +236,17 @@ class ConnectionStore:
         values: dict[str, AttributeValueTypeDef],
         names: dict[str, str] | None = None,
         lease_held: bool = True,
+        same_tokens: bool = False,
     ) -> Connection:
-        """Write only if ``current`` is still the stored version and (``lease_held``) ``owner``
-        still holds the lease."""
+        """Write only if ``current`` is still the stored version (``same_tokens``: still holds
+        the tokens read and is active) and (``lease_held``) ``owner`` still holds the lease."""
         dynamodb = aws.dynamodb()
         fence = "version = :version"
         fenced: dict[str, AttributeValueTypeDef] = {":version": _n(current.version)}
+        if same_tokens:
+            fence = "tokens = :read_tokens AND #fence_status = :fence_active"
+            fenced = {":read_tokens": {"B": current.tokens}, ":fence_active": _s(ACTIVE)}
+            names = {**(names or {}), "#fence_status": "status"}
         if lease_held:
             fence += " AND lease_owner = :owner"
             fenced[":owner"] = _s(owner)
@@ -274,14 +280,16 @@ class ConnectionStore:
     ) -> Connection:
         """Save rotated tokens atomically, clear failures and release the lease.
 
-        Fenced on the version only: Capsule has already rotated, so these are the newest
-        tokens unless someone saved others since we read (a reconnect). A lease that lapsed
-        while Capsule answered must not throw them away.
+        Fenced on the tokens read (and the connection still active), not the lease or the
+        version: Capsule has already rotated, so these are the newest tokens unless someone
+        saved others since we read (a reconnect). A lease that lapsed while Capsule answered,
+        or a failure another worker noted meanwhile, must not throw them away.
         """
         return self._fenced_update(
             current,
             owner=owner,
             lease_held=False,
+            same_tokens=True,
             update=(
                 "SET tokens = :tokens, expires_at = :expires_at, #scope = :scope,"
                 " token_lifetime = :lifetime,"
@@ -306,16 +314,28 @@ class ConnectionStore:
         )
 
     def record_failure(
-        self, current: Connection, *, owner: str, error: str, retry_at: int, now: int
+        self,
+        current: Connection,
+        *,
+        owner: str,
+        error: str,
+        retry_at: int,
+        now: int,
+        new_version: bool = False,
     ) -> Connection:
-        """Keep the tokens; note the failure and when to try again; release the lease (fenced)."""
+        """Keep the tokens; note the failure and when to try again; release the lease (fenced).
+
+        ``new_version``: this failure changes what the app is told (the connection is now
+        "refresh failing"), so it gets a version of its own, as every status event does.
+        """
+        bump = ", version = version + :one" if new_version else ""
         return self._fenced_update(
             current,
             owner=owner,
             update=(
                 "SET failure_count = if_not_exists(failure_count, :zero) + :one,"
                 " last_error = :error, last_error_at = :now, refresh_due_at = :retry_at,"
-                " updated_at = :now REMOVE lease_owner, lease_expires_at"
+                f" updated_at = :now{bump} REMOVE lease_owner, lease_expires_at"
             ),
             values={
                 ":error": _s(error),
@@ -351,16 +371,26 @@ class ConnectionStore:
             },
         )
 
-    def mark_disconnected(self, current: Connection, *, owner: str, now: int) -> Connection:
-        """The person disconnected: forget the tokens, leave the schedule, keep the record."""
+    def mark_disconnected(
+        self, current: Connection, *, owner: str, now: int, reason: str
+    ) -> Connection:
+        """The person disconnected: forget the tokens, leave the schedule, keep the record.
+
+        ``reason``: "revoked" (Capsule revoked the grant) or "forgotten" (forced without).
+        """
         return self._fenced_update(
             current,
             owner=owner,
             update=(
                 "SET #status = :status, updated_at = :now, disconnected_at = :now,"
-                " version = version + :one"
+                " disconnect_reason = :reason, version = version + :one"
                 " REMOVE tokens, refresh_queue, lease_owner, lease_expires_at"
             ),
             names={"#status": "status"},
-            values={":status": _s(DISCONNECTED), ":now": _n(now), ":one": _n(1)},
+            values={
+                ":status": _s(DISCONNECTED),
+                ":reason": _s(reason),
+                ":now": _n(now),
+                ":one": _n(1),
+            },
         )

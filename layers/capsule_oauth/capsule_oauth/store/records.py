@@ -32,11 +32,14 @@ class Connection:
     lease_expires_at: int | None = None
     failure_count: int = 0
     last_error: str | None = None
+    last_error_at: int | None = None
     last_refreshed_at: int | None = None
+    connected_at: int | None = None
     created_at: int = 0
     updated_at: int = 0
     owner: str = owners.ANONYMOUS  # items saved before owners existed have none
     token_lifetime: int = 0  # expires_in of the stored access token (0: not recorded)
+    disconnect_reason: str | None = None  # "revoked" or "forgotten" (forced, not revoked)
     # Set by acquire_lease: the lease was another worker's, lapsed, and is ours now. That
     # worker may still be waiting on Capsule with a rotation that made our refresh token old.
     lease_taken_over: bool = False
@@ -70,11 +73,14 @@ class Connection:
             lease_expires_at=n("lease_expires_at"),
             failure_count=n("failure_count") or 0,
             last_error=s("last_error"),
+            last_error_at=n("last_error_at"),
             last_refreshed_at=n("last_refreshed_at"),
+            connected_at=n("connected_at"),
             created_at=n("created_at") or 0,
             updated_at=n("updated_at") or 0,
             owner=s("owner") or owners.ANONYMOUS,
             token_lifetime=n("token_lifetime") or 0,
+            disconnect_reason=s("disconnect_reason"),
         )
 
 
