@@ -16,7 +16,7 @@ import uuid
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from local import sigv4
 from local.lambda_container import Invoke
@@ -81,6 +81,25 @@ def http_api_event(
     return event
 
 
+def match_route(routes: list[Route], method: str, path: str) -> tuple[Route | None, dict[str, str]]:
+    """The route a request matches, and its ``{name}`` path parameters (URL-decoded), as
+    API Gateway matches them: a parameter is one whole path segment."""
+    segments = path.split("/")
+    for route in routes:
+        pattern = route.path.split("/")
+        if route.method != method or len(pattern) != len(segments):
+            continue
+        parameters: dict[str, str] = {}
+        for expected, actual in zip(pattern, segments, strict=True):
+            if expected.startswith("{") and expected.endswith("}") and actual:
+                parameters[expected[1:-1]] = unquote(actual)
+            elif expected != actual:
+                break
+        else:
+            return route, parameters
+    return None, {}
+
+
 def _response_parts(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     """Status, headers and body of a handler's result, as API Gateway would send them."""
     if not isinstance(result, dict) or "statusCode" not in result:
@@ -127,7 +146,7 @@ class Gateway:
         host: str = "127.0.0.1",
         port: int = 3000,
     ) -> None:
-        self.routes = {(route.method, route.path): route for route in routes}
+        self.routes = routes
         self.credentials = credentials  # who may call the AWS_IAM routes
         self.invoke = invoke
         self.control = control
@@ -171,13 +190,16 @@ class Gateway:
             def do_HEAD(self) -> None:
                 gateway._serve(self)
 
+            def do_DELETE(self) -> None:
+                gateway._serve(self)
+
         return Handler
 
     def _serve(self, request: BaseHTTPRequestHandler) -> None:
         parts = urlsplit(request.path)
         length = int(request.headers.get("Content-Length") or 0)
         body = request.rfile.read(length) if length else b""
-        route = self.routes.get((request.command, parts.path))
+        route, path_parameters = match_route(self.routes, request.command, parts.path)
         try:
             if route is not None:
                 caller = None
@@ -202,6 +224,8 @@ class Gateway:
                 )
                 if caller is not None:  # as API Gateway passes a verified IAM caller on
                     event["requestContext"]["authorizer"] = {"iam": _iam(caller)}
+                if path_parameters:
+                    event["pathParameters"] = path_parameters
                 status, headers, payload = _response_parts(self.invoke(route.function, event))
             else:
                 form = body.decode("utf-8", "replace") if body else ""
