@@ -273,6 +273,11 @@ def create_stack(
         }
         if "GlobalSecondaryIndexes" in properties:
             request["GlobalSecondaryIndexes"] = properties["GlobalSecondaryIndexes"]
+        if "StreamSpecification" in properties:
+            request["StreamSpecification"] = {
+                "StreamEnabled": True,
+                **properties["StreamSpecification"],
+            }
         description = dynamodb.create_table(**request)["TableDescription"]
         dynamodb.get_waiter("table_exists").wait(TableName=name)
         ttl = properties.get("TimeToLiveSpecification")
@@ -280,11 +285,20 @@ def create_stack(
             dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
         stack.physical[logical_id] = name
         stack.physical[f"{logical_id}.Arn"] = description["TableArn"]
+        if "LatestStreamArn" in description:
+            stack.physical[f"{logical_id}.StreamArn"] = description["LatestStreamArn"]
     kms = session.client("kms")
     for logical_id, properties in template.of_type("AWS::KMS::Key").items():
         key = kms.create_key(Description=properties.get("Description", logical_id))["KeyMetadata"]
         stack.physical[logical_id] = key["KeyId"]
         stack.physical[f"{logical_id}.Arn"] = key["Arn"]
+    sqs = session.client("sqs")
+    for logical_id in template.of_type("AWS::SQS::Queue"):
+        url = sqs.create_queue(QueueName=f"{prefix}-{logical_id}")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+        stack.physical[logical_id] = url
+        stack.physical[f"{logical_id}.Arn"] = arn["QueueArn"]
+        stack.physical[f"{logical_id}.QueueName"] = f"{prefix}-{logical_id}"
     secrets = session.client("secretsmanager")
     for logical_id in template.of_type("AWS::SecretsManager::Secret"):
         secret = secrets.create_secret(

@@ -26,6 +26,7 @@ from local.lambda_container import Invoke, reset_caches
 from local.stack import Stack, Template, atomic_dynamodb
 from tests.support.capsule_fake import FakeCapsule
 from tests.support.stacks import CAPSULE_URL, RunningDeployment, run_local_deployment, stack_on_moto
+from tests.support.status_events import StatusEvents
 
 
 @pytest.fixture(autouse=True)
@@ -104,3 +105,9 @@ def log_output() -> Iterator[io.StringIO]:
     finally:
         handler.setStream(previous)
         logger.setLevel(level)
+
+
+@pytest.fixture
+def status_events(template: Template, stack: Stack) -> StatusEvents:
+    """The stream → EventsFunction → bus → queue path on moto, with nothing published yet."""
+    return StatusEvents.wire(template, stack)

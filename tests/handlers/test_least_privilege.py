@@ -104,3 +104,56 @@ def test_refresh_function_is_granted_exactly_what_it_calls(
         called = record(lambda: invoke("RefreshFunction", load_event("scheduled.json")))
 
     assert called == granted(template, "RefreshFunction")
+
+
+def _path_event(name: str, connection_id: str) -> dict[str, Any]:
+    event = load_event(name)
+    event["pathParameters"] = {"connection_id": connection_id}
+    return event
+
+
+def test_connections_function_is_granted_exactly_what_it_calls(
+    template: Template, stack: Stack, fake_capsule: FakeCapsule, invoke: Invoke, record: Record
+) -> None:
+    seed(config.settings(), fake_capsule)
+    listing = load_event("list-connections.json")
+    listing["queryStringParameters"] = {"owner": "anonymous"}
+
+    called = record(lambda: invoke("ConnectionsFunction", listing))
+    called |= record(lambda: invoke("ConnectionsFunction", _path_event("get-connection.json", CID)))
+
+    assert called == granted(template, "ConnectionsFunction")
+
+
+def test_access_token_function_is_granted_exactly_what_it_calls(
+    template: Template, stack: Stack, fake_capsule: FakeCapsule, invoke: Invoke, record: Record
+) -> None:
+    seed(config.settings(), fake_capsule)
+    reset_caches()
+    event = _path_event("access-token.json", CID)
+
+    # A token near expiry, refreshed on demand: every call the route can make.
+    with time_machine.travel(T0 + EXPIRES_IN - 60, tick=False):
+        called = record(lambda: invoke("AccessTokenFunction", event))
+
+    assert called == granted(template, "AccessTokenFunction")
+
+
+def test_disconnect_function_is_granted_exactly_what_it_calls(
+    template: Template, stack: Stack, fake_capsule: FakeCapsule, invoke: Invoke, record: Record
+) -> None:
+    seed(config.settings(), fake_capsule)
+    reset_caches()
+
+    called = record(lambda: invoke("DisconnectFunction", _path_event("disconnect.json", CID)))
+
+    assert called == granted(template, "DisconnectFunction")
+
+
+def test_events_function_is_granted_exactly_what_it_calls(
+    template: Template, stack: Stack, invoke: Invoke, record: Record
+) -> None:
+    # Reading the stream is Lambda's (SAM's AWSLambdaDynamoDBExecutionRole); the code puts.
+    called = record(lambda: invoke("EventsFunction", load_event("connection-stream.json")))
+
+    assert called == granted(template, "EventsFunction")

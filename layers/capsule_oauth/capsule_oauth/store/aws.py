@@ -10,6 +10,7 @@ from botocore.config import Config
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_kms import KMSClient
 
 # Fail fast and let the caller decide; Lambda's own retries would stretch a request past
@@ -32,6 +33,12 @@ def kms() -> KMSClient:
     return boto3.client("kms", config=_CONFIG)
 
 
+@functools.cache
+def events() -> EventBridgeClient:
+    return boto3.client("events", config=_CONFIG)
+
+
 def reset() -> None:
     dynamodb.cache_clear()
     kms.cache_clear()
+    events.cache_clear()
