@@ -8,6 +8,7 @@ CAPSULE_CLIENT_SECRET.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -18,6 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import boto3
 import requests
@@ -31,6 +33,7 @@ from local.gateway import Gateway, LocalControl
 from local.lambda_container import LambdaFunction, mount_layers
 from local.stack import ACCOUNT, REGION, ROOT, Stack, Template, create_stack, load_event
 from local.stack import schedule_seconds as parse_schedule
+from local.streams import BusQueue, StreamPump
 
 STATE_FILE = ROOT / ".local" / "stack.json"
 EMULATOR_CLIENT_ID = "local-client-id"
@@ -51,15 +54,23 @@ LOCAL_CALLER = sigv4.KnownCredentials(
 )
 
 
-def signed_post(url: str, body: dict[str, Any], caller: sigv4.KnownCredentials) -> dict[str, Any]:
-    """POST JSON to an AWS_IAM route, signed as botocore signs for execute-api."""
-    request = AWSRequest(
-        method="POST", url=url, data=json.dumps(body), headers={"Content-Type": "application/json"}
-    )
+def signed_request(
+    method: str, url: str, caller: sigv4.KnownCredentials, body: dict[str, Any] | None = None
+) -> requests.Response:
+    """Call an AWS_IAM route, signed as botocore signs for execute-api."""
+    data = json.dumps(body) if body is not None else None
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    request = AWSRequest(method=method, url=url, data=data, headers=headers)
     credentials = Credentials(caller.access_key, caller.secret_key)
     SigV4Auth(credentials, "execute-api", REGION).add_auth(request)
-    answer = requests.post(url, data=request.body, headers=dict(request.headers), timeout=10)
-    result: dict[str, Any] = answer.json()
+    return requests.request(
+        method, url, data=request.body, headers=dict(request.headers), timeout=30
+    )
+
+
+def signed_post(url: str, body: dict[str, Any], caller: sigv4.KnownCredentials) -> dict[str, Any]:
+    """POST JSON to an AWS_IAM route, signed as botocore signs for execute-api."""
+    result: dict[str, Any] = signed_request("POST", url, caller, body).json()
     return result
 
 
@@ -108,6 +119,11 @@ class LocalDeployment(LocalControl):
     _stop: threading.Event = field(default_factory=threading.Event)
     _invoke_lock: threading.Lock = field(default_factory=threading.Lock)
     _schedule_seconds: int = 1800
+    _pump: StreamPump | None = None
+    _status_queue: BusQueue | None = None
+    _events: collections.deque[dict[str, Any]] = field(
+        default_factory=lambda: collections.deque(maxlen=20)
+    )
 
     @property
     def url(self) -> str:
@@ -183,6 +199,7 @@ class LocalDeployment(LocalControl):
         # The gateway serves plain http and says so in X-Forwarded-Proto: trust it here only.
         os.environ["CAPSULE_CONNECTOR_LOCAL_GATEWAY"] = "true"
 
+        self._start_status_events()
         self._gateway = Gateway(
             self.template.routes(),
             self.invoke,
@@ -200,6 +217,46 @@ class LocalDeployment(LocalControl):
         if self.write_state_file:
             STATE_FILE.parent.mkdir(exist_ok=True)
             STATE_FILE.write_text(json.dumps(self.describe(), indent=2), encoding="utf-8")
+
+    def _start_status_events(self) -> None:
+        """The ConnectionsTable stream into EventsFunction as Lambda would, and the bus into
+        a local queue (as an app's EventBridge rule would), both every half second."""
+        stack = self.created
+        environment = stack.environment("EventsFunction")
+        mapping = next(
+            event["Properties"]
+            for event in self.template.function("EventsFunction").events.values()
+            if event["Type"] == "DynamoDB"
+        )
+        self._status_queue = BusQueue.create(
+            bus=environment["EVENT_BUS_NAME"],
+            source=environment["EVENT_SOURCE"],
+            name="local-status-events",
+        )
+        self._pump = StreamPump(
+            stack.physical["ConnectionsTable.StreamArn"],
+            lambda event: self.invoke("EventsFunction", event),
+            batch_size=int(mapping.get("BatchSize", 100)),
+            maximum_retry_attempts=int(mapping.get("MaximumRetryAttempts", 20)),
+            on_failure_queue_url=stack.physical["StatusEventFailuresQueue"],
+        )
+        threading.Thread(target=self._pump_status_events, name="stream", daemon=True).start()
+
+    def _pump_status_events(self) -> None:
+        while not self._stop.wait(0.5):
+            with contextlib.suppress(Exception):
+                self.pump_status_events()
+
+    def pump_status_events(self) -> list[dict[str, Any]]:
+        """Deliver the stream now; the events that reached the local queue, newest first."""
+        if self._pump is None or self._status_queue is None:
+            return []
+        self._pump.pump()
+        self._events.extendleft(self._status_queue.drain())
+        return list(self._events)
+
+    def status_events(self) -> list[dict[str, Any]]:
+        return list(self._events)
 
     def stop(self) -> None:
         self._stop.set()
@@ -286,9 +343,14 @@ class LocalDeployment(LocalControl):
         return {"connection_id": connection_id, "outcome": outcome.outcome.value}
 
     def disconnect(self, connection_id: str) -> dict[str, Any]:
-        from capsule_oauth import disconnect
-
-        return {"connection_id": connection_id, "status": disconnect(connection_id).status}
+        """DELETE /connections/{connection_id} as the app's backend would: signed."""
+        answer = signed_request(
+            "DELETE", f"{self.url}/connections/{quote(connection_id, safe='')}", LOCAL_CALLER
+        )
+        if answer.status_code == 204:
+            return {"connection_id": connection_id, "status": "disconnected"}
+        result: dict[str, Any] = answer.json()
+        return result
 
     def connect_session(self, owner: str, *, return_here: bool = True) -> dict[str, Any]:
         """POST /connect-sessions as the app's backend would: signed with SigV4. The return

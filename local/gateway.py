@@ -131,6 +131,12 @@ class LocalControl:
         """What the app's backend gets from POST /connect-sessions for ``owner``."""
         raise NotImplementedError
 
+    def status_events(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def pump_status_events(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
     def describe(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -254,7 +260,12 @@ class Gateway:
         params = dict(parse_qsl(query))
         as_json = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
         if method in {"GET", "HEAD"} and path == "/":
-            html = landing_page(self.control.connections(), self.control.describe(), params)
+            html = landing_page(
+                self.control.connections(),
+                self.control.describe(),
+                params,
+                self.control.pump_status_events(),
+            )
             return (
                 200,
                 [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")],
@@ -262,6 +273,8 @@ class Gateway:
             )
         if method == "GET" and path == "/_local/connections":
             return 200, as_json, json.dumps(self.control.connections()).encode()
+        if method == "GET" and path == "/_local/events":
+            return 200, as_json, json.dumps(self.control.pump_status_events()).encode()
         if method == "GET" and path == "/_local/stack":
             return 200, as_json, json.dumps(self.control.describe()).encode()
         if method == "POST" and path == "/_local/refresh":

@@ -80,12 +80,39 @@ def _received(params: dict[str, str]) -> str:
     )
 
 
+def _events(events: list[dict[str, Any]]) -> str:
+    """The latest status events, as an app's EventBridge rule would receive them."""
+    if not events:
+        return "<p class=note id=no-events>No status event yet.</p>"
+    rows = "".join(
+        "<tr data-testid=event>"
+        f"<td>{escape(str(e.get('time', '')))}</td>"
+        f"<td data-testid=detail-type>{escape(str(e.get('detail-type', '')))}</td>"
+        f"<td>{escape(str(e['detail'].get('owner', '')))}</td>"
+        f"<td class=note>{escape(str(e['detail'].get('connection_id', '')))}</td>"
+        f"<td>{escape(str(e['detail'].get('previous_status') or '—'))} →"
+        f" {escape(str(e['detail'].get('status', '')))}</td>"
+        f"<td>{escape(str(e['detail'].get('reason') or ''))}</td>"
+        f"<td>{escape(str(e['detail'].get('version', '')))}</td>"
+        "</tr>"
+        for e in events
+    )
+    return (
+        "<table id=events><thead><tr><th>Time</th><th>Event</th><th>Owner</th>"
+        "<th>Connection</th><th>Status</th><th>Reason</th><th>Version</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
+
+
 def landing_page(
-    connections: list[dict[str, Any]], stack: dict[str, Any], params: dict[str, str]
+    connections: list[dict[str, Any]],
+    stack: dict[str, Any],
+    params: dict[str, str],
+    events: list[dict[str, Any]] | None = None,
 ) -> str:
     rows = "".join(_row(connection) for connection in connections)
     table = (
-        "<table><thead><tr><th>Owner</th><th>Capsule site</th><th>User</th><th>Status</th>"
+        "<table id=connections><thead><tr><th>Owner</th><th>Capsule site</th><th>User</th><th>Status</th>"
         "<th>Access token expires</th><th>Last refresh</th><th></th></tr></thead>"
         f"<tbody>{rows}</tbody></table>"
         if connections
@@ -118,5 +145,9 @@ def landing_page(
         "<button class=secondary id=run-refresh>Run the scheduled refresh now</button></form>"
         f"<p class=note>The scheduled refresh also runs every {stack['schedule_seconds'] // 60}"
         " minutes, as template.yaml says; it refreshes what is due.</p>"
+        "<h2>Status events</h2>"
+        "<p class=note>What EventsFunction published from the connections table's stream,"
+        " newest first, as a queue behind an EventBridge rule receives them.</p>"
+        f"{_events(events or [])}"
         "</main></body></html>"
     )

@@ -74,7 +74,8 @@ def _canonical_query(raw_query: str) -> str:
 
 
 def _canonical_path(path: str) -> str:
-    return quote(path or "/", safe="/~%-_.")
+    # Not S3: each segment is encoded again, as botocore signs and API Gateway checks.
+    return quote(path or "/", safe="/~-_.")
 
 
 def signature(

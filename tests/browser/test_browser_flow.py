@@ -129,7 +129,7 @@ def binding_cookies(context: BrowserContext) -> list[Cookie]:
 
 
 def connection_row(page: Page, connection_id: str) -> Locator:
-    return page.locator("tbody tr").filter(has_text=connection_id)
+    return page.locator("#connections tbody tr").filter(has_text=connection_id)
 
 
 def sign_in_at_capsule(

@@ -7,6 +7,9 @@ For the rest of an integration, two names matter::
     CapsuleClient(connection_id).get("/parties", params={"perPage": 100})
     get_access_token(connection_id)  # a valid bearer token, refreshed when near expiry
 
+and the management API's operations are here too: ``get_connection``, ``list_connections``,
+``disconnect`` (and ``create_connect_session``).
+
 They are loaded on first use, so a handler that imports one module of this package does
 not pay for the HTTP stack it does not need.
 """
@@ -24,9 +27,11 @@ if TYPE_CHECKING:
         CapsuleRateLimited,
         CapsuleUnavailable,
         ConnectionNotFound,
+        InvalidOwner,
         ReauthorizationRequired,
         TokenUnavailable,
     )
+    from capsule_oauth.flows.connections import get_connection, list_connections
     from capsule_oauth.flows.disconnect import disconnect
     from capsule_oauth.flows.sessions import create_connect_session
     from capsule_oauth.tokens import get_access_token
@@ -34,6 +39,9 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "CapsuleClient": "capsule_oauth.client",
     "disconnect": "capsule_oauth.flows.disconnect",
+    "get_connection": "capsule_oauth.flows.connections",
+    "list_connections": "capsule_oauth.flows.connections",
+    "InvalidOwner": "capsule_oauth.errors",
     "create_connect_session": "capsule_oauth.flows.sessions",
     "get_access_token": "capsule_oauth.tokens",
     "ConnectionNotFound": "capsule_oauth.errors",
@@ -52,11 +60,14 @@ __all__ = [
     "CapsuleRateLimited",
     "CapsuleUnavailable",
     "ConnectionNotFound",
+    "InvalidOwner",
     "ReauthorizationRequired",
     "TokenUnavailable",
     "create_connect_session",
     "disconnect",
     "get_access_token",
+    "get_connection",
+    "list_connections",
 ]
 
 
