@@ -112,7 +112,8 @@ def landing_page(
 ) -> str:
     rows = "".join(_row(connection) for connection in connections)
     table = (
-        "<table id=connections><thead><tr><th>Owner</th><th>Capsule site</th><th>User</th><th>Status</th>"
+        "<table id=connections><thead><tr><th>Owner</th><th>Capsule site</th><th>User</th>"
+        "<th>Status</th>"
         "<th>Access token expires</th><th>Last refresh</th><th></th></tr></thead>"
         f"<tbody>{rows}</tbody></table>"
         if connections

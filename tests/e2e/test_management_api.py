@@ -82,7 +82,7 @@ def test_an_app_lists_reads_uses_and_disconnects_a_connection_and_hears_of_it(
     assert "Connection Disconnected" in landing
 
 
-@pytest.mark.parametrize("method, path", ROUTES)
+@pytest.mark.parametrize(("method", "path"), ROUTES)
 def test_the_gateway_refuses_unsigned_and_wrongly_signed_management_calls(
     local_deployment: RunningDeployment, method: str, path: str
 ) -> None:
