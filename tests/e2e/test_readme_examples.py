@@ -1,8 +1,12 @@
-"""The README's "Connect from your app" Python example, run as written against the local stack."""
+"""The README's examples for the app (connect, operate), run as written against the local stack."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -10,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from tests.e2e.test_local_stack import connect
 from tests.support.stacks import RunningDeployment
 
 pytestmark = pytest.mark.e2e
@@ -41,3 +46,75 @@ def test_the_readme_creates_a_connect_session_with_boto3_credentials(
     opened = requests.get(created["connect_url"], allow_redirects=False, timeout=10)
     assert opened.status_code == 302
     assert "state" in parse_qs(urlsplit(opened.headers["Location"]).query)
+
+
+def shell_example(name: str) -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    match = re.search(rf"<!-- example: {name} .*?-->\n```sh\n(.*?)```", text, re.S)
+    assert match, f"README has no example {name!r}"
+    return [command for command in match.group(1).split("\n\n") if command.strip()]
+
+
+@pytest.fixture
+def local_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The local gateway accepts the local stack's credentials, as API Gateway accepts a
+    # principal allowed to invoke the route.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+
+
+def connected(stack: RunningDeployment, owner: str) -> str:
+    """A connection of ``owner``, made through the landing page and the emulator."""
+    with requests.Session() as http:
+        page = connect(stack, http, owner=owner, subdomain="acme", username="ada")
+    return parse_qs(urlsplit(page.headers["Location"]).query)["capsule_connection_id"][0]
+
+
+@pytest.mark.usefixtures("local_credentials")
+def test_the_readme_operates_a_connection_from_python(local_deployment: RunningDeployment) -> None:
+    connection_id = connected(local_deployment, "readme-ops")
+    readme: dict[str, Any] = {}
+    exec(example("management"), readme)  # noqa: S102 - the README's own code
+    api = local_deployment.url
+
+    listed = readme["list_connections"](api, "readme-ops")
+    one = readme["get_connection"](api, connection_id)
+    token = readme["get_access_token"](api, connection_id)
+    gone = readme["disconnect"](api, connection_id)
+
+    assert [c["connection_id"] for c in listed] == [connection_id]
+    assert one["status"] == "active"
+    assert token["token_type"] == "Bearer"
+    assert gone == {"revoked": True, "forgotten": True}
+    assert readme["get_connection"](api, connection_id)["status"] == "disconnected"
+    with pytest.raises(requests.HTTPError, match="409"):
+        readme["get_access_token"](api, connection_id)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.usefixtures("local_credentials")
+def test_the_readme_operates_a_connection_with_curl(local_deployment: RunningDeployment) -> None:
+    connection_id = connected(local_deployment, "user-42")
+    env = {**os.environ, "API": local_deployment.url, "CONNECTION_ID": connection_id}
+
+    bash = shutil.which("bash") or "/bin/bash"
+    answers = [
+        subprocess.run(
+            [bash, "-c", command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        for command in shell_example("management-curl")
+    ]
+
+    assert [a.returncode for a in answers] == [0, 0, 0, 0], [a.stdout for a in answers]
+    listed, one, token, gone = (a.stdout for a in answers)
+    assert connection_id in [c["connection_id"] for c in json.loads(listed)["connections"]]
+    assert json.loads(one)["connection_id"] == connection_id
+    assert json.loads(token)["token_type"] == "Bearer"
+    assert gone == ""  # 204
