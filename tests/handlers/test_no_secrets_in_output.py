@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import boto3
 import pytest
 import time_machine
 
-from capsule_oauth import CapsuleClient, get_access_token
+from capsule_oauth import CapsuleClient, config, get_access_token
 from local.lambda_container import Invoke
 from local.stack import Stack, load_event
 from tests.support.capsule_fake import CLIENT_SECRET, FakeCapsule
+from tests.support.connections import seed_owned
 from tests.support.sign_in import callback_event, start
+from tests.support.status_events import StatusEvents
 
 
 def test_a_full_flow_never_writes_a_token_code_verifier_nonce_or_secret(
@@ -66,3 +69,42 @@ def test_a_full_flow_never_writes_a_token_code_verifier_nonce_or_secret(
     assert len(secrets) >= 8
     leaked = [name for name, value in secrets.items() if value in everything]
     assert leaked == []
+
+
+@pytest.mark.usefixtures("stack")
+def test_the_management_routes_and_status_events_never_show_a_token_but_one(
+    invoke: Invoke,
+    fake_capsule: FakeCapsule,
+    status_events: StatusEvents,
+    capsys: pytest.CaptureFixture[str],
+    log_output: io.StringIO,
+) -> None:
+    settings = config.settings()
+    cid, grant = seed_owned(settings, fake_capsule, "user-42", now=1_900_000_000)
+    with_id = {"pathParameters": {"connection_id": cid}}
+    answers: list[dict[str, Any]] = []
+    with time_machine.travel(1_900_000_000 + 604799 - 60, tick=False):  # refreshed on demand
+        answers.append(invoke("ConnectionsFunction", load_event("list-connections.json")))
+        answers.append(invoke("ConnectionsFunction", load_event("get-connection.json") | with_id))
+        issued = invoke("AccessTokenFunction", load_event("access-token.json") | with_id)
+        fake_capsule.revoke_faults.extend([(503, {}, "{}")] * 2)  # 502, then forced
+        answers.append(invoke("DisconnectFunction", load_event("disconnect.json") | with_id))
+        answers.append(invoke("DisconnectFunction", load_event("disconnect-force.json") | with_id))
+    events = status_events.published()
+
+    written = capsys.readouterr()
+    everything = "\n".join(
+        [written.out, written.err, log_output.getvalue(), json.dumps(events)]
+        + [json.dumps(answer) for answer in answers]
+    )
+    assert [e["detail-type"] for e in events] == ["Connection Created", "Connection Disconnected"]
+    assert [a["statusCode"] for a in answers] == [200, 200, 502, 200]
+    token = json.loads(issued["body"])["access_token"]
+    tokens = {grant["access_token"], grant["refresh_token"], token}
+    for call in fake_capsule.mock.calls:  # the rotated refresh token too
+        body = call.response.text if call.response is not None else ""  # type: ignore[union-attr]
+        if '"refresh_token"' in body:
+            tokens.add(body.split('"refresh_token": "')[1].split('"')[0])
+    assert len(tokens) == 4
+    assert [t for t in tokens if t in everything] == []
+    assert [t for t in tokens if t in issued["body"]] == [token]  # the one answer with one
