@@ -6,11 +6,12 @@ container's next invocation.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.common import Row, verdict
+from bench.common import Row, median, verdict
 from bench.harness import BenchStack, approve, bench_stack, start_event
 from bench.instrument import Call, Recorder, aws_names, capsule_names, installed
 from capsule_oauth import tokens
@@ -33,6 +34,7 @@ CALLBACK_WARM_TARGET = [
     "dynamodb:UpdateItem",
 ]
 TOKEN_COLD_TARGET = ["dynamodb:GetItem", "kms:Decrypt"]
+ACCESS_TOKEN_CALLS = 200  # warm calls timed (no AWS call, so no noise from moto)
 
 
 def _shown(calls: list[Call]) -> str:
@@ -119,6 +121,44 @@ class Flows:
             ExpressionAttributeValues={":due": {"N": str(int(time.time()) - 60)}},
         )
 
+    def access_token_route(self, connection_id: str) -> list[Row]:
+        """POST /connections/{id}/access-token with a fresh token: AWS calls of a new
+        container's first call and of a repeat, then the handler's own time per warm call."""
+        route = LambdaFunction.of(self.local.template, "AccessTokenFunction")
+        event = load_event("access-token.json") | {
+            "pathParameters": {"connection_id": connection_id}
+        }
+
+        def call() -> None:
+            if route.invoke(event)["statusCode"] != 200:
+                raise RuntimeError("the access-token route did not answer 200")
+
+        reset_caches()
+        first = self.recorded(call)
+        repeat = self.recorded(call)
+        rows = [
+            _row("POST …/access-token (fresh token), first call", first, TOKEN_COLD_TARGET,
+                 "≤ 1 GetItem + 1 Decrypt"),
+            _row("POST …/access-token (fresh token), repeat", repeat, [], "0 AWS"),
+        ]  # fmt: skip
+        times = []  # microseconds, no AWS call (the bench runs with logs at ERROR, no metrics)
+        for _ in range(ACCESS_TOKEN_CALLS):
+            began = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - began) * 1e6)
+        deciles = statistics.quantiles(times, n=10)
+        rows.append(
+            Row(
+                SECTION,
+                f"POST …/access-token, warm: handler's own time ({ACCESS_TOKEN_CALLS} calls)",
+                f"median {median(times):.0f} µs (p10 {deciles[0]:.0f}, p90 {deciles[-1]:.0f})",
+                value=round(median(times), 1),
+                unit="µs",
+                detail={"p10_us": round(deciles[0], 1), "p90_us": round(deciles[-1], 1)},
+            )
+        )
+        return rows
+
     def refresh_run(self) -> list[Call]:
         reports: list[refresh_flow.RunReport] = []
         calls = self.recorded(
@@ -172,6 +212,7 @@ def run() -> list[Row]:
                 )
             )
             rows.append(_row("get_access_token (fresh token), warm", token_warm, [], "0 AWS"))
+            rows.extend(flows.access_token_route(connection_id))
 
             reset_caches()
             flows.make_due(connection_id)
