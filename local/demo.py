@@ -1,4 +1,5 @@
-"""``make demo``: connect, refresh and call Capsule on the local stack, without a browser.
+"""``make demo``: connect, refresh, call Capsule, then run the connection as the app would
+(management API, status events) on the local stack, without a browser.
 
 Prints what happens at each step. Never prints a token, code, verifier or secret.
 """
@@ -13,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 
 from local.consent import approve
-from local.deployment import LocalDeployment, Ports
+from local.deployment import LOCAL_CALLER, LocalDeployment, Ports, signed_request
 
 
 def _when(epoch: int) -> str:
@@ -92,7 +93,30 @@ def run_demo(stack: LocalDeployment) -> None:
     _step(6, "The scheduled refresh (RefreshFunction) runs")
     report = stack.refresh_now(None)
     _fact(f"due {report['due']}: nothing to do until {_when(after.refresh_due_at or 0)}")
-    print("\nDemo finished: connect, refresh and API call all worked.")
+
+    _operate(stack, saved.connection_id)
+
+
+def _operate(stack: LocalDeployment, connection_id: str) -> None:
+    """The last steps: what the app's backend does with the connection, and what it hears."""
+    _step(7, "The app's backend runs the connection over the management API (SigV4)")
+    path = f"{stack.url}/connections/{connection_id}"
+    read = signed_request("GET", path, LOCAL_CALLER).json()
+    _fact(f"GET /connections/{{id}}: {read['status']}, {read['user']['name']} on"
+          f" {read['site']['name']}, last refreshed {read['last_refreshed_at']}")  # fmt: skip
+    issued = signed_request("POST", f"{path}/access-token", LOCAL_CALLER).json()
+    _fact(
+        f"POST …/access-token: a {issued['token_type']} token until {_when(issued['expires_at'])}"
+    )
+    gone = signed_request("DELETE", path, LOCAL_CALLER)
+    _fact(f"DELETE /connections/{{id}}: {gone.status_code}; revoked at Capsule, tokens forgotten")
+
+    _step(8, "Status events, from the connections table's stream through EventsFunction")
+    for event in reversed(stack.pump_status_events()):
+        detail = event["detail"]
+        if detail["connection_id"] == connection_id:
+            _fact(f"{event['detail-type']} (version {detail['version']}, {detail['reason']})")
+    print("\nDemo finished: connect, refresh, API call, management API and events all worked.")
 
 
 def main() -> int:
