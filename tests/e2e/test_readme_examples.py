@@ -87,7 +87,7 @@ def test_the_readme_operates_a_connection_from_python(local_deployment: RunningD
     assert [c["connection_id"] for c in listed] == [connection_id]
     assert one["status"] == "active"
     assert token["token_type"] == "Bearer"
-    assert gone == {"revoked": True, "forgotten": True}
+    assert gone is None  # 204: revoked and forgotten
     assert readme["get_connection"](api, connection_id)["status"] == "disconnected"
     with pytest.raises(requests.HTTPError, match="409"):
         readme["get_access_token"](api, connection_id)
