@@ -149,27 +149,18 @@ def publish(
             logger.warning("PutEvents failed", extra={"error": type(fault).__name__})
             results = [{"ErrorCode": type(fault).__name__}] * len(ready)
         for item, result in zip(ready, _padded(results, len(ready)), strict=True):
+            said = {
+                "connection_id": item.event.connection_id,
+                "detail_type": item.event.detail_type,
+                "version": item.event.detail["version"],
+            }
             if result.get("ErrorCode") or not result.get("EventId"):
                 failed.add(item.record_id)
                 blocked.add(item.event.connection_id)
-                logger.warning(
-                    "Status event not published",
-                    extra={
-                        "connection_id": item.event.connection_id,
-                        "detail_type": item.event.detail_type,
-                        "version": item.event.detail["version"],
-                        "error_code": result.get("ErrorCode"),
-                    },
-                )
+                said["error_code"] = result.get("ErrorCode")
+                logger.warning("Status event not published", extra=said)
             else:
-                logger.info(
-                    "Status event published",
-                    extra={
-                        "connection_id": item.event.connection_id,
-                        "detail_type": item.event.detail_type,
-                        "version": item.event.detail["version"],
-                    },
-                )
+                logger.info("Status event published", extra=said)
     return failed
 
 
