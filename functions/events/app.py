@@ -20,7 +20,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from capsule_oauth import status_events
 from capsule_oauth.config import settings
 from capsule_oauth.observability import count, logger, metrics
-from capsule_oauth.status_events import Pending
 from capsule_oauth.store import aws
 
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
@@ -31,28 +30,13 @@ class EventNotPublished(Exception):
     connection's in this batch was not): the stream retries it."""
 
 
-def _pending(records: list[dict[str, Any]], threshold: int) -> list[Pending]:
-    found = []
-    for raw in records:
-        record = DynamoDBRecord(raw)
-        change = record.dynamodb
-        if change is None or change.sequence_number is None:
-            continue
-        event = status_events.transition(
-            status_events.connection_from_image(raw["dynamodb"].get("OldImage")),
-            status_events.connection_from_image(raw["dynamodb"].get("NewImage")),
-            threshold,
-        )
-        if event is not None:
-            found.append(Pending(change.sequence_number, event))
-    return found
-
-
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     configured = settings()
-    pending = _pending(event.get("Records") or [], configured.refresh_failing_threshold)
+    pending = status_events.pending(
+        event.get("Records") or [], configured.refresh_failing_threshold
+    )
     failed = status_events.publish(
         aws.events(), pending, bus=configured.event_bus_name, source=configured.event_source
     )

@@ -123,6 +123,23 @@ class Pending:
     event: StatusEvent
 
 
+def pending(records: Iterable[Mapping[str, Any]], threshold: int) -> list[Pending]:
+    """The events a batch of stream records makes, in order, each with its record's
+    sequence number (what a partial batch response names)."""
+    found = []
+    for record in records:
+        change = record.get("dynamodb") or {}
+        sequence = change.get("SequenceNumber")
+        event = transition(
+            connection_from_image(change.get("OldImage")),
+            connection_from_image(change.get("NewImage")),
+            threshold,
+        )
+        if sequence is not None and event is not None:
+            found.append(Pending(sequence, event))
+    return found
+
+
 def publish(
     events: EventBridgeClient,
     pending: Sequence[Pending],
