@@ -65,11 +65,13 @@ def callback(event: APIGatewayProxyEventV2) -> dict[str, Any]:
         return pages.refused(failure, retry_url=_retry_url(failure.return_to), back=back)
     count("ConnectionUpdated" if connected.reconnected else "ConnectionCreated")
     if connected.return_url:
-        page = _back_to_app(
-            connected.return_url,
-            connection_id=connected.connection_id,
-            status="reconnected" if connected.reconnected else "connected",
-        )
+        status = {
+            "connection_id": connected.connection_id,
+            "status": "reconnected" if connected.reconnected else "connected",
+        }
+        if connected.result:
+            status["result"] = connected.result
+        page = _back_to_app(connected.return_url, **status)
     else:
         page = pages.connected(
             site_name=connected.site_name,

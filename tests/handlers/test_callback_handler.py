@@ -21,6 +21,9 @@ from tests.support.sign_in import callback_event, start
 
 CALLBACK = "https://abc123.execute-api.us-east-1.amazonaws.com/auth/callback"
 
+# The sign-in's own mechanics: confirming new connections is tested in test_confirm.py.
+pytestmark = pytest.mark.usefixtures("applied_at_once")
+
 
 def connection_items(stack: Stack) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = boto3.client("dynamodb").scan(TableName=stack.connections_table)[

@@ -7,6 +7,7 @@ return to /auth/callback becomes.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -74,6 +75,13 @@ def start(
     name, nonce = response["cookies"][0].split(";")[0].split("=", 1)
     code = fake.issue_code(query["redirect_uri"], query.get("code_challenge"))
     return Started(query["state"], name, nonce, query.get("code_challenge", ""), code)
+
+
+def confirm_event(result: str, owner: str) -> dict[str, Any]:
+    """POST /connect-sessions/confirm as the app's return handler sends it."""
+    event = load_event("confirm-connection.json")
+    event["body"] = json.dumps({"result": result, "owner": owner})
+    return event
 
 
 def callback_event(started: Started, *, cookie: str | None = None) -> dict[str, Any]:

@@ -154,6 +154,11 @@ class ConnectionOwnedElsewhere(PermissionError):
     """The connection exists but belongs to another owner."""
 
 
+class OwnerMismatch(PermissionError):
+    """A capsule_result was confirmed for another owner than the one whose link made it: the
+    pending connection is discarded (its grant revoked) and the result is dead."""
+
+
 class StaleWrite(Exception):
     """The connection changed since it was read (a reconnect or another worker): not ours now."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,8 +32,10 @@ from capsule_oauth.errors import (
     StateMalformed,
 )
 from capsule_oauth.observability import count, count_by, logger
+from capsule_oauth.store import results
 from capsule_oauth.store.connections import ConnectionStore, Identity, refresh_due_at
 from capsule_oauth.store.crypto import TokenPair
+from capsule_oauth.store.results import ResultStore
 from capsule_oauth.store.sessions import SessionStore, state_hash
 from capsule_oauth.store.states import StateRecord, StateStore
 from capsule_oauth.web import binding
@@ -60,6 +62,7 @@ class Connected:
     return_to: str | None
     return_url: str | None  # the app's, when the sign-in came from a connect session
     cookie_path: str  # where the binding cookie was set: the registered callback's path
+    result: str | None = field(default=None, repr=False)  # capsule_result for the return URL
 
 
 def _capsule_failure(
@@ -124,11 +127,16 @@ def _identity(settings: Settings, tokens: TokenResponse) -> Identity:
     )
 
 
-def _save(settings: Settings, tokens: TokenResponse, state: StateRecord) -> Identity:
-    """Learn who connected and store their tokens for the state's owner.
+def _save(
+    settings: Settings, tokens: TokenResponse, state: StateRecord
+) -> tuple[Identity, str | None]:
+    """Learn who connected and store their tokens for the state's owner: (who, the
+    capsule_result for the app's return URL, when there is one).
 
     A reconnect link must come back with the account it reconnects; a grant that replaced
-    an earlier one has the earlier one revoked once the new one is saved.
+    an earlier one has the earlier one revoked once the new one is saved. With
+    ConfirmConnections, a new connection from a connect link is saved pending: only the
+    app's confirm of its result, for the user it has signed in, makes it usable.
     """
     if tokens.refresh_token is None:
         raise CapsuleBadResponse("Capsule token response has no refresh_token")
@@ -147,6 +155,16 @@ def _save(settings: Settings, tokens: TokenResponse, state: StateRecord) -> Iden
     expires_at = now + tokens.expires_in
     store = ConnectionStore(settings)
     new = TokenPair(tokens.access_token, tokens.refresh_token)
+    result = results.new_result() if state.session and state.session.return_url else None
+    hashed = results.result_hash(result) if result else None
+    if hashed:  # first, so a saved connection always has its result
+        ResultStore(settings).put(
+            hashed, connection_id=identity.connection_id, owner=identity.owner, now=now
+        )
+    # Even a reconnect link saves pending unless the owner has the account active or
+    # needing reauth (the store decides in its write): a pending one must not be confirmed
+    # by reconnecting it.
+    pending = settings.confirm_connections and hashed is not None
     saved = store.save_authorized(
         identity,
         new,
@@ -154,10 +172,12 @@ def _save(settings: Settings, tokens: TokenResponse, state: StateRecord) -> Iden
         scope=tokens.scope or settings.scope,
         refresh_due_at=refresh_due_at(expires_at, tokens.expires_in, settings.refresh_lead_seconds),
         now=now,
+        pending_until=now + settings.connect_confirm_seconds if pending else None,
+        result_hash=hashed,
     )
     if saved.previous_tokens:
         _revoke_replaced(settings, store, identity.connection_id, saved.previous_tokens, new)
-    return replace(identity, existed=saved.existed)
+    return replace(identity, existed=saved.existed and not saved.pending), result
 
 
 def _revoke_replaced(
@@ -251,7 +271,7 @@ def _connect(
         raise _capsule_failure(error, state.return_to, return_url) from None
 
     try:
-        identity = _save(settings, tokens, state)
+        identity, result = _save(settings, tokens, state)
     except BaseException as error:
         # Capsule granted tokens we could not keep: give them back rather than leave a live
         # grant nobody holds. The person starts again and gets a fresh one.
@@ -272,4 +292,5 @@ def _connect(
         return_to=state.return_to,
         return_url=return_url,
         cookie_path=urlsplit(state.redirect_uri).path or "/",
+        result=result,
     )
