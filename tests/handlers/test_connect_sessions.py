@@ -254,7 +254,7 @@ def test_with_sessions_optional_a_sessionless_start_connects_anonymous(
     monkeypatch.setenv("REQUIRE_CONNECT_SESSION", "false")
     started = start(invoke, fake_capsule, "start-return-to.json")  # no session
 
-    assert finish(invoke, started)["statusCode"] == 200
+    assert finish(invoke, started)["statusCode"] == 303
     connection = ConnectionStore(config.settings()).get(CID)
     assert connection is not None
     assert connection.owner == owners.ANONYMOUS
@@ -276,7 +276,8 @@ def test_success_sends_the_person_back_with_the_connection_and_the_apps_own_quer
     assert query["capsule_status"] == ["connected"]
     expected = owners.connection_id_for("user-42", "exampleco", "1")
     assert query["capsule_connection_id"] == [expected]
-    assert answer["cookies"][0].startswith(f"{started.cookie_name}=; Max-Age=0")
+    assert "capsule_result" in query  # what the app confirms
+    assert answer["cookies"][0].startswith(f"{started.cookie_name}={started.nonce}; Max-Age=")
 
 
 def test_a_finished_session_is_refused(

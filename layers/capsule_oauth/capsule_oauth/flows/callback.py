@@ -19,7 +19,6 @@ from capsule_oauth.capsule.token_endpoint import TokenResponse
 from capsule_oauth.config import Settings
 from capsule_oauth.errors import (
     AuthorizationFailed,
-    BindingMismatch,
     CapsuleBadResponse,
     CapsuleError,
     CapsuleRateLimited,
@@ -30,18 +29,21 @@ from capsule_oauth.errors import (
     InvalidGrant,
     StateError,
     StateMalformed,
+    StateUsed,
 )
+from capsule_oauth.flows.start import StartResult, begin
 from capsule_oauth.observability import count, count_by, logger
 from capsule_oauth.store import results
 from capsule_oauth.store.connections import ConnectionStore, Identity, refresh_due_at
 from capsule_oauth.store.crypto import TokenPair
 from capsule_oauth.store.results import ResultStore
 from capsule_oauth.store.sessions import SessionStore, state_hash
-from capsule_oauth.store.states import StateRecord, StateStore
+from capsule_oauth.store.states import StateRecord, StateStore, UsedState, state_digest
 from capsule_oauth.web import binding
 
 _CODE_PATTERN = re.compile(r"^[\x21-\x7e]{1,1024}$")
 _ERROR_PATTERN = re.compile(r"^[\x20-\x7e]{1,64}$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 # The page status for each way Capsule can fail, most specific first; anything else is 502.
 _CAPSULE_STATUS: tuple[tuple[type[CapsuleError], int], ...] = (
@@ -63,6 +65,8 @@ class Connected:
     return_url: str | None  # the app's, when the sign-in came from a connect session
     cookie_path: str  # where the binding cookie was set: the registered callback's path
     result: str | None = field(default=None, repr=False)  # capsule_result for the return URL
+    digest: str = ""  # names the used state in the pages' own links (never the state)
+    again: bool = False  # this browser came back to a sign-in it had already completed
 
 
 def _capsule_failure(
@@ -217,16 +221,110 @@ def _consume_state(settings: Settings, state: str | None, nonce: str | None) -> 
     if state is None or not binding.well_formed(state):
         raise StateMalformed("the state parameter is missing or malformed")
     if nonce is None or not binding.well_formed(nonce):
-        raise BindingMismatch("the browser binding cookie is missing")
+        # Nothing to check it against: a completed sign-in still says so (StateUsed).
+        nonce = ""
     return StateStore(settings).consume(
-        state, binding=binding.binding_hash(nonce), now=int(time.time())
+        state, binding=binding.binding_hash(nonce) if nonce else "-", now=int(time.time())
     )
+
+
+def _mine(used: UsedState, nonce: str | None) -> bool:
+    return (
+        bool(nonce)
+        and binding.well_formed(nonce)
+        and used.bound_to(binding.binding_hash(nonce or ""))
+    )
+
+
+def _came_back(settings: Settings, used: UsedState, nonce: str | None) -> Connected:
+    """A callback for a sign-in that was already used: "already connected" for the browser
+    that completed it; for any other, a refusal that changes nothing and calls no one."""
+    mine = _mine(used, nonce)
+    if used.completed and used.connection_id:
+        if not mine:
+            raise AuthorizationFailed(400, "SignInCompleted")
+        return Connected(
+            connection_id=used.connection_id,
+            site_name=used.site_name,
+            user_name=used.user_name,
+            reconnected=used.reconnected,
+            return_to=used.return_to,
+            return_url=used.return_url,
+            cookie_path=urlsplit(used.redirect_uri).path or "/",
+            result=binding.open_for_browser(nonce or "", used.sealed_result)
+            if used.sealed_result
+            else None,
+            digest=used.digest,
+            again=True,
+        )
+    if not mine:
+        raise AuthorizationFailed(400, "BindingMismatch", return_url=used.return_url)
+    if used.failed:
+        raise AuthorizationFailed(
+            400, "SignInEnded", return_url=used.return_url, retry_url=_retry_link(settings, used)
+        )
+    raise AuthorizationFailed(409, "SignInInProgress", return_url=used.return_url)
+
+
+def _retry_link(settings: Settings, used: UsedState) -> str | None:
+    """Where "Try again" re-opens this sign-in's connect session, while it lives unfinished."""
+    if used.session_key is None:
+        return None
+    try:
+        SessionStore(settings).live_by_key(used.session_key, now=int(time.time()))
+    except ConnectSessionUnusable:
+        return None
+    except Exception as error:  # no link is better than a page that fails
+        logger.warning("Could not check the connect session", extra={"error": type(error).__name__})
+        return None
+    return f"{urlsplit(used.redirect_uri).path or '/'}?retry={used.digest}"
+
+
+def _used(settings: Settings, digest: str, nonce: str | None) -> UsedState:
+    """The used state a page's own link names, for the browser that used it."""
+    used = (
+        StateStore(settings).used(digest, now=int(time.time()))
+        if _DIGEST.fullmatch(digest)
+        else None
+    )
+    if used is None:
+        raise AuthorizationFailed(410, "PageExpired")
+    if not _mine(used, nonce):
+        raise AuthorizationFailed(400, "BindingMismatch", return_url=used.return_url)
+    return used
+
+
+def connected_page(settings: Settings, *, digest: str, binding_nonce: str | None) -> Connected:
+    """What the page after a callback without a return URL shows, reload after reload."""
+    used = _used(settings, digest, binding_nonce)
+    if not used.completed:
+        raise AuthorizationFailed(410, "PageExpired")
+    return _came_back(settings, used, binding_nonce)
+
+
+def retry_sign_in(
+    settings: Settings, *, digest: str, binding_nonce: str | None, scheme: str, host: str
+) -> StartResult:
+    """ "Try again" on a failure page: a new sign-in of the same connect session, while it
+    lives and is unfinished; otherwise an AuthorizationFailed saying to start in the app."""
+    used = _used(settings, digest, binding_nonce)
+    if used.session_key is None or used.completed:
+        raise AuthorizationFailed(400, "SessionFinished", return_url=used.return_url)
+    try:
+        link = SessionStore(settings).live_by_key(used.session_key, now=int(time.time()))
+    except ConnectSessionUnusable as unusable:
+        raise AuthorizationFailed(400, unusable.reason, return_url=unusable.return_url) from None
+    return begin(settings, scheme=scheme, host=host, return_to=used.return_to, link=link)
 
 
 def complete_authorization(
     settings: Settings, *, params: dict[str, str], binding_nonce: str | None
 ) -> Connected:
-    """Turn Capsule's redirect into a saved connection, or raise AuthorizationFailed."""
+    """Turn Capsule's redirect into a saved connection, or raise AuthorizationFailed.
+
+    A sign-in this browser already completed answers what it connected (``again``), and
+    changes nothing.
+    """
     denied = "error" in params
     code = params.get("code", "")
     if not denied and not _CODE_PATTERN.fullmatch(code):
@@ -235,11 +333,17 @@ def complete_authorization(
     # Even a denial must come with this browser's state: only then is Capsule's word shown.
     try:
         state = _consume_state(settings, params.get("state"), binding_nonce)
+    except StateUsed as used:
+        return _came_back(settings, used.used, binding_nonce)
     except StateError as error:
-        raise AuthorizationFailed(400, error.reason) from None
+        raise AuthorizationFailed(400, error.reason, return_url=error.return_url) from None
     return_url = state.session.return_url if state.session else None
+    store = StateStore(settings)
     if denied:
-        raise _capsule_said_no(params, return_url)
+        _mark_failed(store, state)
+        said_no = _capsule_said_no(params, return_url)
+        said_no.retry_url = _retry_link(settings, _as_used(state))
+        raise said_no
 
     sessions = SessionStore(settings)
     claim = state_hash(state.state)
@@ -247,17 +351,63 @@ def complete_authorization(
         try:
             sessions.claim(state.session.key, state_hash=claim, now=int(time.time()))
         except ConnectSessionUnusable as unusable:
+            _mark_failed(store, state)
             raise AuthorizationFailed(400, unusable.reason, return_url=return_url) from None
     try:
-        return _connect(settings, code, state, return_url)
-    except BaseException:
+        return _connect(settings, code, state, return_url, binding_nonce or "")
+    except BaseException as error:
         if state.session:  # nothing was connected: the link may be used again
             sessions.release(state.session.key, state_hash=claim)
+        _mark_failed(store, state)
+        if isinstance(error, AuthorizationFailed) and error.retry_url is None:
+            error.retry_url = _retry_link(settings, _as_used(state))
         raise
 
 
+def _as_used(state: StateRecord) -> UsedState:
+    return UsedState(
+        digest=state_digest(state.state),
+        binding="",
+        expires_at=state.expires_at,
+        redirect_uri=state.redirect_uri,
+        return_to=state.return_to,
+        session_key=state.session.key if state.session else None,
+        return_url=state.session.return_url if state.session else None,
+    )
+
+
+def _mark_failed(store: StateStore, state: StateRecord) -> None:
+    """Best effort: a reload of this page then says the sign-in ended, not "in progress"."""
+    try:
+        store.failed(state.state, now=int(time.time()))
+    except Exception as error:
+        logger.warning("Could not mark the sign-in ended", extra={"error": type(error).__name__})
+
+
+def _remember_completed(
+    settings: Settings, state: StateRecord, connected: Connected, nonce: str
+) -> None:
+    """Best effort: the person is connected whether or not a reload can say so later."""
+    try:
+        StateStore(settings).completed(
+            state.state,
+            connection_id=connected.connection_id,
+            site_name=connected.site_name,
+            user_name=connected.user_name,
+            reconnected=connected.reconnected,
+            sealed_result=binding.seal_for_browser(nonce, connected.result)
+            if connected.result and nonce
+            else None,
+            now=int(time.time()),
+        )
+    except Exception as error:
+        logger.warning(
+            "Could not remember the completed sign-in", extra={"error": type(error).__name__}
+        )
+
+
 def _connect(
-    settings: Settings, code: str, state: StateRecord, return_url: str | None
+    settings: Settings, code: str, state: StateRecord, return_url: str | None, nonce: str
 ) -> Connected:
     try:
         tokens = token_endpoint.exchange_code(
@@ -284,7 +434,7 @@ def _connect(
         "Capsule account connected",
         extra={"connection_id": identity.connection_id, "reconnected": identity.existed},
     )
-    return Connected(
+    connected = Connected(
         connection_id=identity.connection_id,
         site_name=identity.site_name,
         user_name=identity.user_name,
@@ -293,4 +443,7 @@ def _connect(
         return_url=return_url,
         cookie_path=urlsplit(state.redirect_uri).path or "/",
         result=result,
+        digest=state_digest(state.state),
     )
+    _remember_completed(settings, state, connected, nonce)
+    return connected
