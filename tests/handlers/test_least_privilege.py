@@ -15,7 +15,14 @@ from local.lambda_container import Invoke, reset_caches
 from local.stack import Stack, Template, load_event
 from tests.support.capsule_fake import EXPIRES_IN, FakeCapsule
 from tests.support.connections import CID, T0, seed, seed_pending
-from tests.support.sign_in import callback_event, confirm_event, new_session, start, with_session
+from tests.support.sign_in import (
+    callback_event,
+    confirm_event,
+    follow,
+    new_session,
+    start,
+    with_session,
+)
 
 Record = Callable[[Callable[[], Any]], set[str]]
 
@@ -90,6 +97,13 @@ def test_callback_function_is_granted_exactly_what_it_calls(
     # again (its replaced grant is opened to be revoked): every call the callback makes.
     called = record(lambda: invoke("CallbackFunction", callback_event(first)))
     called |= record(lambda: invoke("CallbackFunction", callback_event(again)))
+    # A failed sign-in whose "Try again" starts a new one of the same connect session.
+    failing = start(invoke, fake_capsule, session=new_session(return_url="/welcome"))
+    fake_capsule.token_faults.append((503, {}, "{}"))
+    failed = invoke("CallbackFunction", callback_event(failing))
+    retry = failed["body"].split('href="')[1].split('"')[0]
+    answer = {"statusCode": 303, "headers": {"Location": retry}}
+    called |= record(lambda: follow(invoke, answer, failing))
 
     assert called == granted(template, "CallbackFunction")
 
