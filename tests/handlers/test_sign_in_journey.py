@@ -210,3 +210,20 @@ def test_try_again_once_the_session_is_finished_says_to_start_in_the_app(
     assert links(page) == [f"{APP}/crm?capsule_status=error&capsule_error=SessionFinished"]
     # ... and the failure page itself no longer offers it.
     assert [link for link in links(callback(invoke, first)) if "retry" in link] == []
+
+
+def test_a_completed_sign_in_opened_after_its_time_says_completed_and_changes_nothing(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    with time_machine.travel(T0, tick=False):
+        started = begin(invoke, fake_capsule)
+        callback(invoke, started)
+    before = connections(stack)
+
+    with time_machine.travel(T0 + 700, tick=False):  # past StateTtlSeconds
+        late = callback(invoke, started)
+
+    assert late["statusCode"] == 400
+    assert "This sign-in was already completed" in late["body"]
+    assert connections(stack) == before
+    assert len(fake_capsule.token_requests) == 1

@@ -240,6 +240,8 @@ def _came_back(settings: Settings, used: UsedState, nonce: str | None) -> Connec
     """A callback for a sign-in that was already used: "already connected" for the browser
     that completed it; for any other, a refusal that changes nothing and calls no one."""
     mine = _mine(used, nonce)
+    if used.expires_at <= int(time.time()):  # kept no longer than StateTtlSeconds
+        raise AuthorizationFailed(400, "SignInCompleted" if used.completed else "StateExpired")
     if used.completed and used.connection_id:
         if not mine:
             raise AuthorizationFailed(400, "SignInCompleted")

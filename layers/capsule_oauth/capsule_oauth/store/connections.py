@@ -95,11 +95,12 @@ class ConnectionStore:
         owner already has it active or needing reauth, which is a reconnect and applies at
         once. ``result_hash``: the capsule_result that confirms it.
         """
+        sealed = self._seal(identity.connection_id, tokens)  # once, whichever write applies
         if pending_until is not None:
             dynamodb = aws.dynamodb()
             try:
                 return self._save(
-                    identity, tokens, expires_at=expires_at, scope=scope, now=now,
+                    identity, sealed, expires_at=expires_at, scope=scope, now=now,
                     status=PENDING, queue=PENDING_QUEUE, due=pending_until,
                     result_hash=result_hash,
                     condition="attribute_not_exists(connection_id)"
@@ -108,14 +109,14 @@ class ConnectionStore:
             except dynamodb.exceptions.ConditionalCheckFailedException:
                 pass  # the owner has this account connected: a reconnect, as below
         return self._save(
-            identity, tokens, expires_at=expires_at, scope=scope, now=now,
+            identity, sealed, expires_at=expires_at, scope=scope, now=now,
             status=ACTIVE, queue=QUEUE, due=refresh_due_at, result_hash=result_hash,
         )  # fmt: skip
 
     def _save(
         self,
         identity: Identity,
-        tokens: TokenPair,
+        sealed: AttributeValueTypeDef,
         *,
         expires_at: int,
         scope: str,
@@ -138,7 +139,7 @@ class ConnectionStore:
             ":username": _s(identity.username),
             ":scope": _s(scope),
             ":status": _s(status),
-            ":tokens": self._seal(identity.connection_id, tokens),
+            ":tokens": sealed,
             ":expires_at": _n(expires_at),
             ":queue": _s(queue),
             ":due": _n(due),

@@ -192,10 +192,10 @@ class StateStore:
             if not existing:
                 raise StateUnknown("the state is unknown or was already used") from None
             return_url = existing.get("return_url", {}).get("S")
-            if int(existing["expires_at"]["N"]) <= now:
-                raise StateExpired("the state has expired", return_url=return_url) from None
             if "used_at" in existing:
                 raise StateUsed(UsedState.from_item(digest, existing)) from None
+            if int(existing["expires_at"]["N"]) <= now:
+                raise StateExpired("the state has expired", return_url=return_url) from None
             if not hmac.compare_digest(existing["binding"]["S"], binding):
                 raise BindingMismatch(
                     "the browser binding cookie does not match", return_url=return_url

@@ -93,8 +93,8 @@ _WORDS: dict[str, Words | Callable[[AuthorizationFailed], Words]] = {
     ),
     "SignInCompleted": Words(
         "This sign-in was already completed",
-        "A Capsule account was already connected with this sign-in, in another browser."
-        " Nothing was changed now.",
+        "A Capsule account was already connected with this sign-in (in another browser, or"
+        " longer ago than this page can show). Nothing was changed now.",
         "If you still need to connect, go back to the app and start again from there.",
     ),
     "SignInInProgress": Words(
