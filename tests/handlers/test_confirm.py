@@ -27,7 +27,8 @@ from capsule_oauth import (
     list_connections,
 )
 from capsule_oauth.errors import InvalidConnectSessionRequest
-from capsule_oauth.store.connections import ConnectionStore
+from capsule_oauth.status_events import transition
+from capsule_oauth.store.connections import Connection, ConnectionStore
 from local.lambda_container import Invoke
 from local.stack import Stack, load_event
 from tests.support.capsule_fake import EXPIRES_IN, FakeCapsule
@@ -349,3 +350,19 @@ def test_python_confirm_raises_owner_mismatch(
     with pytest.raises(OwnerMismatch):
         confirm_connection(back["capsule_result"][0], "user-7")
     assert items(stack) == []
+
+
+def test_only_confirming_makes_a_status_event_of_a_pending_connection() -> None:
+    def made(status: str, version: int) -> Connection:
+        return Connection("cc_1", status, version, 0, b"", owner=OWNER)
+
+    pending, again = made("pending", 1), made("pending", 2)
+    confirmed = made("active", 3)
+
+    assert transition(None, pending, 3) is None
+    assert transition(pending, again, 3) is None  # a new sign-in before the confirm
+    assert transition(pending, None, 3) is None  # discarded
+    assert transition(pending, made("disconnected", 3), 3) is None
+    created = transition(again, confirmed, 3)
+    assert created is not None
+    assert (created.detail_type, created.detail["previous_status"]) == ("Connection Created", None)
