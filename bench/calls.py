@@ -24,13 +24,16 @@ from local.stack import load_event
 
 SECTION = "calls per flow"
 
-# Start reads its connect session and writes the state; the callback consumes the state,
-# claims the session (its first connection finishes it), seals and writes the connection.
+# Start reads its connect session and writes the state; the callback consumes the state
+# (marks it used), claims the session (its first connection finishes it), seals and writes
+# the connection, and notes on the used state what was connected (a reload then says so).
+# With a return URL, one more write: the capsule_result's hash.
 START_WARM_TARGET = ["dynamodb:GetItem", "dynamodb:PutItem"]
 CALLBACK_WARM_TARGET = [
-    "dynamodb:DeleteItem",
+    "dynamodb:UpdateItem",
     "dynamodb:UpdateItem",
     "kms:Encrypt",
+    "dynamodb:UpdateItem",
     "dynamodb:UpdateItem",
 ]
 TOKEN_COLD_TARGET = ["dynamodb:GetItem", "kms:Decrypt"]
@@ -195,7 +198,8 @@ def run() -> list[Row]:
                     "callback, warm",
                     flows.callback(flows.start(), second),
                     CALLBACK_WARM_TARGET,
-                    "4 AWS (state consume, session claim, KMS encrypt, connection write)",
+                    "5 AWS (state consume, session claim, KMS encrypt, connection write,"
+                    " state completed)",
                 )
             )
 

@@ -61,9 +61,7 @@ def run_demo(stack: LocalDeployment) -> None:
     done = http.get(
         back, headers={"Cookie": cookie.split(";")[0]}, allow_redirects=False, timeout=10
     )
-    returned = parse_qs(urlsplit(done.headers.get("Location", "")).query)
-    _fact(f"{done.status_code} back to the app with {sorted(returned)}")
-    connection_id = returned.get("capsule_connection_id", [""])[0]
+    connection_id = _confirm(stack, done, owner)
     settings = config.settings()
     saved = ConnectionStore(settings).get(connection_id)
     if saved is None:
@@ -95,6 +93,19 @@ def run_demo(stack: LocalDeployment) -> None:
     _fact(f"due {report['due']}: nothing to do until {_when(after.refresh_due_at or 0)}")
 
     _operate(stack, saved.connection_id)
+
+
+def _confirm(stack: LocalDeployment, done: requests.Response, owner: str) -> str:
+    """Back in the app: its return handler confirms for its signed-in user; the id."""
+    returned = parse_qs(urlsplit(done.headers.get("Location", "")).query)
+    _fact(f"{done.status_code} back to the app with {sorted(returned)}")
+    _fact("the new connection is pending: nothing uses it until the app confirms it")
+    confirmed = stack.confirm(returned.get("capsule_result", [""])[0], owner)
+    _fact(
+        f"the app's return handler: POST /connect-sessions/confirm for {owner!r} (SigV4):"
+        f" {confirmed['status']}, {confirmed['body'].get('status')}"
+    )
+    return returned.get("capsule_connection_id", [""])[0]
 
 
 def _operate(stack: LocalDeployment, connection_id: str) -> None:

@@ -358,6 +358,17 @@ class LocalDeployment(LocalControl):
         body = {"owner": owner, **({"return_url": "/"} if return_here else {})}
         return signed_post(f"{self.url}/connect-sessions", body, LOCAL_CALLER)
 
+    def confirm(self, result: str, owner: str) -> dict[str, Any]:
+        """The app's return handler: POST /connect-sessions/confirm for the user it has
+        signed in, signed with SigV4; the status and the answer, as the page shows them."""
+        answer = signed_request(
+            "POST",
+            f"{self.url}/connect-sessions/confirm",
+            LOCAL_CALLER,
+            {"result": result, "owner": owner},
+        )
+        return {"status": answer.status_code, "body": answer.json()}
+
     def call_capsule(self, connection_id: str, path: str) -> dict[str, Any]:
         from capsule_oauth import CapsuleClient
 

@@ -131,6 +131,10 @@ class LocalControl:
         """What the app's backend gets from POST /connect-sessions for ``owner``."""
         raise NotImplementedError
 
+    def confirm(self, result: str, owner: str) -> dict[str, Any]:
+        """The app's return handler confirming ``result`` for ``owner``: status and answer."""
+        raise NotImplementedError
+
     def status_events(self) -> list[dict[str, Any]]:
         raise NotImplementedError
 
@@ -236,7 +240,12 @@ class Gateway:
             else:
                 form = body.decode("utf-8", "replace") if body else ""
                 query = "&".join(filter(None, [parts.query, form]))
-                status, headers, payload = self._local(request.command, parts.path, query)
+                cookies = dict(
+                    pair.strip().split("=", 1)
+                    for pair in (request.headers.get("Cookie") or "").split(";")
+                    if "=" in pair
+                )
+                status, headers, payload = self._local(request.command, parts.path, query, cookies)
         except sigv4.SignatureRejected as refusal:  # API Gateway's answer; no handler runs
             status, headers = 403, [("Content-Type", "application/json")]
             payload = json.dumps({"message": refusal.message}).encode()
@@ -254,23 +263,35 @@ class Gateway:
         if request.command != "HEAD":
             request.wfile.write(payload)
 
+    def _landing(
+        self, params: dict[str, str], cookies: dict[str, str]
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The landing page; on the return URL (capsule_result), the app's return handler."""
+        confirmed = None
+        if params.get("capsule_result"):  # confirmed for the user the app has signed in
+            owner = cookies.get(CONFIRM_AS_COOKIE) or cookies.get(APP_USER_COOKIE) or "demo-user-1"
+            confirmed = {"owner": owner, **self.control.confirm(params["capsule_result"], owner)}
+        html = landing_page(
+            self.control.connections(),
+            self.control.describe(),
+            params,
+            self.control.pump_status_events(),
+            confirmed=confirmed,
+        )
+        return (
+            200,
+            [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")],
+            html.encode(),
+        )
+
     def _local(
-        self, method: str, path: str, query: str
+        self, method: str, path: str, query: str, cookies: dict[str, str] | None = None
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         params = dict(parse_qsl(query))
+        cookies = cookies or {}
         as_json = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
         if method in {"GET", "HEAD"} and path == "/":
-            html = landing_page(
-                self.control.connections(),
-                self.control.describe(),
-                params,
-                self.control.pump_status_events(),
-            )
-            return (
-                200,
-                [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")],
-                html.encode(),
-            )
+            return self._landing(params, cookies)
         if method == "GET" and path == "/_local/connections":
             return 200, as_json, json.dumps(self.control.connections()).encode()
         if method == "GET" and path == "/_local/events":
@@ -289,16 +310,31 @@ class Gateway:
             return 200, as_json, json.dumps(result).encode()
         if method == "POST" and path == "/_local/connect":
             owner = params.get("owner") or "demo-user-1"
-            # An unticked checkbox is absent from the form; a bare POST keeps the default.
-            comes_back = params.get("return_here") == "1" or "owner" not in params
+            # The landing page always comes back here; return_here=0 asks for no return URL.
+            comes_back = params.get("return_here", "1") == "1"
             session = self.control.connect_session(owner, return_here=comes_back)
             if "connect_url" not in session:
                 return 400, as_json, json.dumps(session).encode()
-            return 303, [("Location", session["connect_url"])], b""
+            # The app "signs in" as that user; the return handler confirms for them (or, to
+            # see a forwarded link refused, for someone else).
+            signed_in = [
+                ("Set-Cookie", f"{APP_USER_COOKIE}={owner}; Path=/; SameSite=Lax"),
+                (
+                    "Set-Cookie",
+                    f"{CONFIRM_AS_COOKIE}=someone-else; Path=/; SameSite=Lax"
+                    if params.get("confirm_as_other") == "1"
+                    else f"{CONFIRM_AS_COOKIE}=; Path=/; Max-Age=0; SameSite=Lax",
+                ),
+            ]
+            return 303, [("Location", session["connect_url"]), *signed_in], b""
         if method == "POST" and path == "/_local/call":
             result = self.control.call_capsule(params["connection_id"], params.get("path", "/site"))
             return 200, as_json, json.dumps(result).encode()
         return 404, as_json, json.dumps({"message": "Not Found"}).encode()
+
+
+APP_USER_COOKIE = "local_app_user"  # the landing page's "signed-in user" (it plays the app)
+CONFIRM_AS_COOKIE = "local_confirm_as"  # confirm as another user: a forwarded link's refusal
 
 
 def _iam(caller: sigv4.Caller) -> dict[str, Any]:

@@ -7,6 +7,7 @@ connections as the connector stores them.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from html import escape
@@ -66,7 +67,11 @@ def _row(c: dict[str, Any]) -> str:
 
 def _received(params: dict[str, str]) -> str:
     """What came back on the return URL; an app would verify it through the API."""
-    shown = {k: v for k, v in params.items() if k.startswith("capsule_")}
+    shown = {
+        k: "(a one-time code; never shown)" if k == "capsule_result" else v
+        for k, v in params.items()
+        if k.startswith("capsule_")
+    }
     if not shown:
         return ""
     items = "".join(
@@ -77,6 +82,30 @@ def _received(params: dict[str, str]) -> str:
         "<div id=app-received><p>Back in the app, its return URL received:</p>"
         f"<ul>{items}</ul><p class=note>An app trusts only what it reads back from the"
         " connector (the management API or the layer), never these parameters alone.</p></div>"
+    )
+
+
+def _confirmed(confirmed: dict[str, Any] | None) -> str:
+    """The return handler's confirm call and the connector's answer."""
+    if confirmed is None:
+        return ""
+    body = confirmed["body"]
+    verdict = {
+        200: "Confirmed: the connection is now active for this user.",
+        403: "Refused: this sign-in came from another user's connect link (a forwarded"
+        " link). The connection was discarded and its grant revoked at Capsule.",
+        404: "No connection waits for this result (unknown, expired, or discarded).",
+    }.get(confirmed["status"], "The connector answered with an error.")
+    call = "POST /connect-sessions/confirm (SigV4)\n" + json.dumps(
+        {"result": "<capsule_result>", "owner": confirmed["owner"]}
+    )
+    return (
+        f"<div id=app-confirmed data-status={confirmed['status']}>"
+        "<p>The app's return handler confirmed the result for the user it has signed in:</p>"
+        f"<pre>{escape(call)}</pre>"
+        f"<p>Answer: <code data-testid=confirm-status>{confirmed['status']}</code></p>"
+        f"<pre data-testid=confirm-answer>{escape(json.dumps(body, indent=2))}</pre>"
+        f"<p data-testid=confirm-verdict>{escape(verdict)}</p></div>"
     )
 
 
@@ -109,6 +138,8 @@ def landing_page(
     stack: dict[str, Any],
     params: dict[str, str],
     events: list[dict[str, Any]] | None = None,
+    *,
+    confirmed: dict[str, Any] | None = None,
 ) -> str:
     rows = "".join(_row(connection) for connection in connections)
     table = (
@@ -133,14 +164,16 @@ def landing_page(
         f" · AWS: moto at <code>{escape(stack['aws_endpoint'])}</code></p>"
         "<h2>Your app</h2>"
         "<p class=note>This page plays the app: its backend creates a connect session for one"
-        " of its users (a signed POST /connect-sessions) and sends the person to the link.</p>"
+        " of its users (a signed POST /connect-sessions) and sends the person to the link."
+        " Back here, its return handler confirms the new connection for the user it has"
+        " signed in (a signed POST /connect-sessions/confirm).</p>"
         '<form method=post action="/_local/connect">'
         '<label>Owner (your app\'s user id) <input name=owner id=owner value="demo-user-1"'
         " required></label> "
-        "<label><input type=checkbox name=return_here id=return-here value=1 checked>"
-        " come back here afterwards</label> "
+        "<label><input type=checkbox name=confirm_as_other id=confirm-as-other value=1>"
+        " confirm as another user (a forwarded link)</label> "
         "<button id=connect>Connect Capsule CRM</button></form>"
-        f"{_received(params)}"
+        f"{_received(params)}{_confirmed(confirmed)}"
         f"<h2>Connections</h2>{flash}{table}"
         '<form method=post action="/_local/refresh?back=1">'
         "<button class=secondary id=run-refresh>Run the scheduled refresh now</button></form>"

@@ -57,6 +57,14 @@ def stack(template: Template, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack
 
 
 @pytest.fixture
+def applied_at_once(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ConfirmConnections=false: every connection applies at once, as before confirming
+    existed. For tests of the sign-in's own mechanics; confirming has tests of its own."""
+    monkeypatch.setenv("CONFIRM_CONNECTIONS", "false")
+    config.settings.cache_clear()
+
+
+@pytest.fixture
 def settings(stack: Stack) -> config.Settings:
     return config.settings()
 

@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from capsule_oauth.config import settings
 from capsule_oauth.errors import ConnectionNotFound, ReauthorizationRequired, TokenUnavailable
 from capsule_oauth.observability import count, logger, metrics
+from capsule_oauth.store.records import PENDING
 from capsule_oauth.tokens import current_token
 from capsule_oauth.web import json_api
 
@@ -26,6 +27,13 @@ def access_token(event: dict[str, Any]) -> dict[str, Any]:
     except ConnectionNotFound:
         return json_api.error(404, "not_found", "No connection has that id.")
     except ReauthorizationRequired as needed:
+        if needed.status == PENDING:
+            return json_api.error(
+                409,
+                "confirmation_required",
+                "The connection is pending: the app must confirm its capsule_result first"
+                " (POST /connect-sessions/confirm).",
+            )
         return json_api.error(
             409,
             "reauthorization_required",

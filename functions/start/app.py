@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
@@ -13,6 +14,7 @@ from capsule_oauth.errors import InvalidStartRequest
 from capsule_oauth.flows.start import moved_start, start_authorization
 from capsule_oauth.observability import count, count_by, logger, metrics
 from capsule_oauth.web import pages, request
+from capsule_oauth.web.return_urls import with_query
 
 
 @request.never_raises("Start")
@@ -33,7 +35,13 @@ def start(event: APIGatewayProxyEventV2) -> dict[str, Any]:
     except InvalidStartRequest as refusal:
         # One metric label for every refused start; the page says which problem it was.
         count_by("AuthorizationFailed", "reason", "BadStartRequest")
-        return pages.refused(refusal, retry_url=None)
+        back = None
+        if refusal.return_url:  # the session's: the way back to the app that made the link
+            link = with_query(
+                refusal.return_url, {"capsule_status": "error", "capsule_error": refusal.reason}
+            )
+            back = (link, f"Back to {urlsplit(refusal.return_url).hostname or 'the app'}")
+        return pages.refused(refusal, retry_url=None, back=back)
     count("AuthorizationStarted")
     return pages.redirect(result.authorise_url, cookies=[result.binding_cookie])
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from typing import cast
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from local.capsule_emulator import api, faults, oauth, pages, signin
 from local.capsule_emulator.faults import Faults
@@ -26,6 +26,7 @@ from local.capsule_emulator.wire import (
     REVOKE_PATHS,
     SETTINGS_PATH,
     STATE_PATH,
+    STEP_PATH,
     TOKEN_PATH,
     Reply,
     Request,
@@ -84,11 +85,14 @@ def discovery(base_url: str) -> dict[str, object]:
 
 
 def _page_step(step: Callable[[dict[str, str]], str], request: Request) -> Reply:
+    """A form's POST: do the step, then 303 to the request's page (post/redirect/get)."""
     form = {key: values[-1] for key, values in oauth.form_fields(request.body).items()}
     try:
-        return html_reply(200, step(form))
+        request_id = step(form)
     except signin.PageError as exc:
         return html_reply(exc.status, pages.error_page(exc.message))
+    location = f"{STEP_PATH}?{urlencode({'request_id': request_id})}"
+    return Reply(303, b"", HTML, {"Location": location})
 
 
 def _redirect(location: str) -> Reply:
@@ -117,6 +121,15 @@ def _login(store: CapsuleStore, _: Faults, request: Request) -> Reply:
         lambda f: signin.login(store, f.get("request_id"), f.get("username"), f.get("password")),
         request,
     )
+
+
+def _step(store: CapsuleStore, _: Faults, request: Request) -> Reply:
+    query = parse_qs(request.query)
+    try:
+        page = signin.step_page(store, (query.get("request_id") or [""])[-1])
+    except signin.PageError as exc:
+        return html_reply(exc.status, pages.error_page(exc.message))
+    return html_reply(200, page)
 
 
 def _decision(store: CapsuleStore, _: Faults, request: Request) -> Reply:
@@ -204,6 +217,7 @@ ROUTES: Mapping[str, Mapping[str, Route]] = {
     AUTHORISE_PATH: {"GET": _authorise},
     ACCOUNT_PATH: {"POST": _account},
     LOGIN_PATH: {"POST": _login},
+    STEP_PATH: {"GET": _step},
     DECISION_PATH: {"POST": _decision},
     TOKEN_PATH: {"POST": _token},
     **{path: {"POST": _revoke} for path in REVOKE_PATHS},

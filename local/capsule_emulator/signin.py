@@ -91,23 +91,26 @@ def begin_authorisation(store: CapsuleStore, multi: Mapping[str, list[str]]) -> 
 
 
 def choose_account(store: CapsuleStore, request_id: str | None, raw_subdomain: str | None) -> str:
-    """The login page, or the account picker again with an error."""
+    """Pick the account (or note why not); the request id whose page comes next."""
     pending = _live(store, request_id)
     account = store.find_account(_normalise_subdomain(raw_subdomain or ""))
-    if account is None:
-        shown = raw_subdomain or ""
-        error = f"There is no Capsule account at {shown!r}." if shown else "Enter an account."
-        return pages.account_page(pending.request_id, store.accounts, error)
     with store.lock:
-        pending.subdomain = account.subdomain
+        if account is None:
+            shown = raw_subdomain or ""
+            pending.error = (
+                f"There is no Capsule account at {shown!r}." if shown else "Enter an account."
+            )
+            pending.subdomain = None
+        else:
+            pending.subdomain = account.subdomain
         pending.authenticated = False
-    return pages.login_page(pending.request_id, account)
+    return pending.request_id
 
 
 def login(
     store: CapsuleStore, request_id: str | None, username: str | None, password: str | None
 ) -> str:
-    """The consent page, or the login page again with an error."""
+    """Log in (or note why not); the request id whose page comes next."""
     pending = _live(store, request_id)
     if pending.subdomain is None:
         raise PageError(400, "Choose your Capsule account first.")
@@ -115,10 +118,25 @@ def login(
     valid = same((username or "").strip().lower(), account.username.lower()) & same(
         password or "", account.password
     )
-    if not valid:
-        return pages.login_page(pending.request_id, account, "Incorrect username or password.")
     with store.lock:
-        pending.authenticated = True
+        if valid:
+            pending.authenticated = True
+        else:
+            pending.error = "Incorrect username or password."
+    return pending.request_id
+
+
+def step_page(store: CapsuleStore, request_id: str | None) -> str:
+    """GET: the page the request is at (picker, login or consent). Every form posts and is
+    answered with a redirect here, so Back never asks to send a form again."""
+    pending = _live(store, request_id)
+    with store.lock:
+        error, pending.error = pending.error, None
+    if pending.subdomain is None:
+        return pages.account_page(pending.request_id, store.accounts, error)
+    account = store.account(pending.subdomain)
+    if not pending.authenticated:
+        return pages.login_page(pending.request_id, account, error)
     return pages.consent_page(pending.request_id, store.app_name, account, pending.scope)
 
 
@@ -129,8 +147,8 @@ def decide(store: CapsuleStore, request_id: str | None, decision: str | None) ->
         raise PageError(400, "Log in before allowing or denying access.")
     if decision not in ("allow", "deny"):
         raise PageError(400, "decision must be allow or deny.")
-    if store.pop_pending(pending.request_id) is None:
-        raise PageError(400, "This authorisation request was already answered.")
+    # As Capsule does, the consent may be answered again while the request lives (Back,
+    # then Allow): each approval is a new code with the same state.
     if decision == "deny":
         params: dict[str, str | None] = {
             "error": "access_denied",

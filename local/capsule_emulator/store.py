@@ -59,6 +59,7 @@ class Pending:
     created_at: float
     subdomain: str | None = None
     authenticated: bool = False
+    error: str | None = None  # what the next page of the request shows once
 
 
 @dataclass

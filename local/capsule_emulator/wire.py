@@ -15,6 +15,7 @@ AUTHORISE_PATH: Final = "/oauth/authorise"
 ACCOUNT_PATH: Final = "/oauth/authorise/account"
 LOGIN_PATH: Final = "/oauth/authorise/login"
 DECISION_PATH: Final = "/oauth/authorise/decision"
+STEP_PATH: Final = "/oauth/authorise/step"  # GET: the request's current page (post/redirect/get)
 TOKEN_PATH: Final = "/oauth/token"
 REVOKE_PATHS: Final = ("/oauth/revoke", "/oauth/token/revoke")
 DISCOVERY_PATH: Final = "/.well-known/oauth-authorization-server"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import boto3
 import pytest
 import requests
 from playwright.sync_api import (
@@ -24,7 +25,6 @@ from playwright.sync_api import (
     Locator,
     Page,
     Request,
-    Response,
     sync_playwright,
 )
 
@@ -142,15 +142,15 @@ def sign_in_at_capsule(
     site_name: str,
     pick_from_list: bool,
     owner: str = "anonymous",
-    return_here: bool = True,
+    confirm_as_other: bool = False,
 ) -> None:
     """From the landing page (the app) to Capsule's consent page, as a person clicks through
     it: the app creates a connect session for ``owner`` and sends the browser to its link."""
     page.goto(stack.url)
     assert heading(page) == "Capsule CRM connector — local stack"
     page.locator("#owner").fill(owner)
-    if not return_here:
-        page.locator("#return-here").uncheck()
+    if confirm_as_other:
+        page.locator("#confirm-as-other").check()
     shoot(page, "1-landing")
 
     page.get_by_role("button", name="Connect Capsule CRM").click()
@@ -205,8 +205,11 @@ def test_a_person_connects_capsule_and_refreshes_it(
     assert page.get_by_test_id("capsule_status").inner_text() == "connected"
     assert page.get_by_test_id("capsule_connection_id").inner_text() == connection_id
     assert "code=" not in page.url
+    # The app's return handler confirmed the new connection for its signed-in user.
+    assert page.get_by_test_id("confirm-status").inner_text() == "200"
     shoot(page, "5-success-back-in-the-app")
-    assert binding_cookies(context) == [], "the callback should clear the binding cookie"
+    # Kept, scoped to the callback: it recognises this browser if it comes back there.
+    assert [c.get("path") for c in binding_cookies(context)] == ["/auth/callback"]
 
     before = connections(local_deployment)[connection_id]
     row = connection_row(page, connection_id)
@@ -282,18 +285,23 @@ class Seen:
         self.console.append(message)
 
 
-# Capsule's decision -> (the connector's page title, its status, the title's colour)
+# Who opens the completed callback again -> (the connector's page title, its status, the
+# title's colour): the browser that completed it, or another one.
 OUTCOMES = {
-    "allow": ("Connected to Example Co. as Scott Spacey", 200, "rgb(31, 122, 63)"),
-    "deny": ("Access was not allowed", 403, "rgb(168, 50, 30)"),
+    "same": ("Already connected to Example Co. as Scott Spacey", 200, "rgb(31, 122, 63)"),
+    "other": ("This sign-in was already completed", 400, "rgb(168, 50, 30)"),
 }
 
 
-@pytest.mark.parametrize("decision", ["allow", "deny"], ids=["success-page", "denied-page"])
+@pytest.mark.parametrize("browser_of", ["same", "other"], ids=["success-page", "refused-page"])
 def test_the_connector_pages_are_self_contained(
-    page: Page, local_deployment: RunningDeployment, shoot: Shoot, decision: str
+    page: Page,
+    browser: Browser,
+    local_deployment: RunningDeployment,
+    shoot: Shoot,
+    browser_of: str,
 ) -> None:
-    title, status, colour = OUTCOMES[decision]
+    title, status, colour = OUTCOMES[browser_of]
     sign_in_at_capsule(
         page,
         local_deployment,
@@ -302,17 +310,20 @@ def test_the_connector_pages_are_self_contained(
         username="scott",
         site_name="Example Co.",
         pick_from_list=True,
-        return_here=False,  # a session without a return URL: the connector's own pages
     )
-    seen = Seen().watch(page)
     callback = f"{local_deployment.url}/auth/callback"
+    with page.expect_request(lambda r: r.url.startswith(callback)) as sent:
+        page.locator("#allow").click()
+    page.wait_for_url(f"{local_deployment.url}/?capsule_*")
+    if browser_of == "other":  # a fresh profile: no cookie of this sign-in
+        page = browser.new_context().new_page()
+    seen = Seen().watch(page)
 
-    with page.expect_response(lambda r: r.url.startswith(callback)) as answered:
-        page.locator(f"#{decision}").click()
+    response = page.goto(sent.value.url)  # the completed callback, opened again
+    assert response is not None
     page.wait_for_load_state("load")
-    response: Response = answered.value
     assert heading(page) == title
-    shoot(page, f"5-{decision}")
+    shoot(page, f"5-{browser_of}")
 
     assert response.status == status
     # Everything from the callback on (the page and anything it loads) stays on the gateway.
@@ -337,3 +348,157 @@ def test_the_connector_pages_are_self_contained(
     assert headers.get("referrer-policy") == "no-referrer"
     assert headers.get("x-frame-options") == "DENY"
     assert "no-store" in headers.get("cache-control", "")
+
+
+# --- a sign-in with no dead ends ---------------------------------------------------------------
+
+
+def follow_every_link(page: Page, shoot: Shoot, step: str) -> list[str]:
+    """Open each link of the page in turn, in this browser: every one answers below 400.
+    The pages they lead to, by title."""
+    here = page.url
+    hrefs = [a.get_attribute("href") or "" for a in page.locator("a").all()]
+    assert hrefs, "a page with no way forward"
+    reached = []
+    for number, href in enumerate(hrefs):
+        page.goto(here)
+        link = page.locator("a").nth(number)
+        with page.expect_navigation() as navigated:
+            link.click()
+        response = navigated.value
+        assert response is not None, href
+        assert response.status < 400, (href, response.status)
+        page.wait_for_load_state("load")
+        shoot(page, f"{step}-link-{number}")
+        reached.append(heading(page))
+    return reached
+
+
+def test_reload_after_success_and_back_then_allow_again_say_already_connected(
+    page: Page, context: BrowserContext, local_deployment: RunningDeployment, shoot: Shoot
+) -> None:
+    sign_in_at_capsule(
+        page, local_deployment, shoot, subdomain="exampleco", username="scott",
+        site_name="Example Co.", pick_from_list=True, owner="journey-reload",
+    )  # fmt: skip
+    callback = f"{local_deployment.url}/auth/callback"
+    with page.expect_request(lambda r: r.url.startswith(callback)) as sent:
+        page.locator("#allow").click()
+    page.wait_for_url(f"{local_deployment.url}/?capsule_*")
+    assert page.get_by_test_id("confirm-status").inner_text() == "200"
+    back_in_app = page.url
+    before = connections(local_deployment)
+
+    # Reload of the callback (its URL still holds code and state).
+    page.goto(sent.value.url)
+    assert heading(page) == "Already connected to Example Co. as Scott Spacey"
+    shoot(page, "5-reloaded")
+    (back,) = page.locator("a").all()
+    assert back.inner_text() == "Back to the app"  # the return URL is a path on the API
+    assert "capsule_result=" in (back.get_attribute("href") or "")  # the same way back
+    assert follow_every_link(page, shoot, "6") == ["Capsule CRM connector — local stack"]
+
+    # Back to Capsule's consent page (no form to resubmit: post/redirect/get), Allow again.
+    page.goto(back_in_app)
+    page.go_back()  # the reloaded callback
+    page.go_back()  # the app
+    page.go_back()  # Capsule's consent page
+    page.locator("#allow").wait_for()
+    shoot(page, "7-back-at-consent")
+    page.locator("#allow").click()
+    page.wait_for_load_state("load")
+    assert heading(page) == "Already connected to Example Co. as Scott Spacey"
+    shoot(page, "8-allowed-again")
+    assert connections(local_deployment) == before
+
+
+def test_a_connect_link_opened_twice_says_it_was_used_and_leads_back(
+    page: Page, local_deployment: RunningDeployment, shoot: Shoot
+) -> None:
+    with page.expect_request(lambda r: "/auth/start?session=" in r.url) as started:
+        sign_in_at_capsule(
+            page, local_deployment, shoot, subdomain="exampleco", username="scott",
+            site_name="Example Co.", pick_from_list=True, owner="journey-twice",
+        )  # fmt: skip
+    page.locator("#allow").click()
+    page.wait_for_url(f"{local_deployment.url}/?capsule_*")
+
+    page.goto(started.value.url)  # the same connect link, opened again
+
+    assert heading(page) == "This link cannot start a connection"
+    assert "This connect link was already used" in page.locator("main").inner_text()
+    shoot(page, "5-link-used")
+    assert follow_every_link(page, shoot, "6") == ["Capsule CRM connector — local stack"]
+    assert page.get_by_test_id("capsule_status").inner_text() == "error"
+
+
+def test_an_expired_sign_in_says_it_took_too_long_and_leads_back(
+    page: Page, local_deployment: RunningDeployment, shoot: Shoot
+) -> None:
+    sign_in_at_capsule(
+        page, local_deployment, shoot, subdomain="acme", username="ada",
+        site_name="Acme Ltd", pick_from_list=True, owner="journey-expired",
+    )  # fmt: skip
+    described = requests.get(f"{local_deployment.url}/_local/stack", timeout=10).json()
+    dynamodb = boto3.client(
+        "dynamodb", endpoint_url=described["aws_endpoint"], region_name="us-east-1",
+        aws_access_key_id="local", aws_secret_access_key="local",
+    )  # fmt: skip
+    table = described["physical"]["StateTable"]
+    for item in dynamodb.scan(TableName=table)["Items"]:  # this sign-in's state: out of time
+        if item["state"]["S"].startswith("state#") and "used_at" not in item:
+            dynamodb.update_item(
+                TableName=table, Key={"state": item["state"]},
+                UpdateExpression="SET expires_at = :past",
+                ExpressionAttributeValues={":past": {"N": "1"}},
+            )  # fmt: skip
+
+    page.locator("#allow").click()
+    page.wait_for_load_state("load")
+
+    assert heading(page) == "This sign-in took too long"
+    shoot(page, "5-expired")
+    assert follow_every_link(page, shoot, "6") == ["Capsule CRM connector — local stack"]
+
+
+def test_capsule_failing_offers_try_again_that_works_and_a_way_back(
+    page: Page, local_deployment: RunningDeployment, shoot: Shoot
+) -> None:
+    sign_in_at_capsule(
+        page, local_deployment, shoot, subdomain="acme", username="ada",
+        site_name="Acme Ltd", pick_from_list=True, owner="journey-retry",
+    )  # fmt: skip
+    requests.post(
+        f"{local_deployment.capsule_url}/_emulator/faults",
+        json={"kind": "status", "target": "token", "status": 503},
+        timeout=5,
+    )
+    try:
+        page.locator("#allow").click()
+        page.wait_for_load_state("load")
+    finally:
+        requests.delete(f"{local_deployment.capsule_url}/_emulator/faults", timeout=5)
+
+    assert heading(page) == "Capsule is unavailable"
+    shoot(page, "5-capsule-failed")
+    reached = follow_every_link(page, shoot, "6")
+    # "Try again" re-opens the same connect session at Capsule; the other goes back.
+    assert reached == ["Choose your Capsule account", "Capsule CRM connector — local stack"]
+
+
+def test_a_missing_cookie_says_so_and_leads_back(
+    page: Page, context: BrowserContext, local_deployment: RunningDeployment, shoot: Shoot
+) -> None:
+    sign_in_at_capsule(
+        page, local_deployment, shoot, subdomain="acme", username="ada",
+        site_name="Acme Ltd", pick_from_list=True, owner="journey-cookie",
+    )  # fmt: skip
+    context.clear_cookies()  # as a browser that blocks them, or another one
+
+    page.locator("#allow").click()
+    page.wait_for_load_state("load")
+
+    assert heading(page) == "This browser's sign-in cookie is missing"
+    assert "cookies are blocked" in page.locator("main").inner_text()
+    shoot(page, "5-no-cookie")
+    assert follow_every_link(page, shoot, "6") == ["Capsule CRM connector — local stack"]

@@ -28,7 +28,7 @@ def test_the_demo_walks_every_step_and_prints_no_token() -> None:
 
     assert run.returncode == 0, run.stderr
     assert "Demo finished: connect, refresh, API call, management API and events" in run.stdout
-    assert "Connection Created (version 1, connected)" in run.stdout
+    assert "Connection Created (version 2, connected)" in run.stdout  # saved pending, confirmed
     assert "Connection Disconnected" in run.stdout
     # Emulator tokens are long random strings; none is printed.
     assert not re.search(r"[A-Za-z0-9_-]{40,}", run.stdout)

@@ -68,23 +68,34 @@ def connect(
     username: str = "scott",
     allow: bool = True,
     owner: str = "anonymous",
+    confirm: bool = True,
 ) -> requests.Response:
+    """Connect through the landing page and the emulator: the callback's answer. With
+    ``confirm``, the browser then lands on the return URL, whose handler confirms it."""
     location, cookie = start(stack, http, owner)
     back = approve(http, location, subdomain=subdomain, username=username, allow=allow)
-    return http.get(back, headers={"Cookie": cookie}, allow_redirects=False, timeout=10)
+    page = http.get(back, headers={"Cookie": cookie}, allow_redirects=False, timeout=10)
+    if confirm and "capsule_result=" in page.headers.get("Location", ""):
+        http.get(f"{stack.url}{page.headers['Location']}", timeout=10).raise_for_status()
+    return page
 
 
 def test_connect_refresh_and_call_capsule(
     local_deployment: RunningDeployment, http: requests.Session
 ) -> None:
-    page = connect(local_deployment, http, owner="e2e-user-1")  # this test's own owner
+    page = connect(local_deployment, http, owner="e2e-user-1", confirm=False)  # its own owner
 
     assert page.status_code == 303
     back = parse_qs(urlsplit(page.headers["Location"]).query)
     connection_id = owners.connection_id_for("e2e-user-1", "exampleco", "1")
-    assert back == {"capsule_connection_id": [connection_id], "capsule_status": ["connected"]}
+    assert back["capsule_connection_id"] == [connection_id]
+    assert back["capsule_status"] == ["connected"]
+    assert connection(local_deployment, connection_id)["status"] == "pending"  # type: ignore[index]
+    # The landing page's return handler confirms for the user it signed in (e2e-user-1).
     landing = http.get(f"{local_deployment.url}{page.headers['Location']}", timeout=10)
     assert "data-testid=capsule_status>connected<" in landing.text
+    assert "data-testid=confirm-status>200<" in landing.text
+    assert back["capsule_result"][0] not in landing.text
     before = connection(local_deployment, connection_id)
     assert before is not None
     assert before["status"] == "active"
@@ -107,6 +118,28 @@ def test_connect_refresh_and_call_capsule(
     ).json()
     assert called["body"]["site"]["name"] == "Example Co."
     assert called["rate_limit_remaining"] < 4000
+
+
+def test_a_forwarded_link_confirmed_for_another_user_is_refused_on_the_landing_page(
+    local_deployment: RunningDeployment, http: requests.Session
+) -> None:
+    made = http.post(
+        f"{local_deployment.url}/_local/connect",
+        data={"owner": "e2e-forwarder", "confirm_as_other": "1"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    response = http.get(made.headers["Location"], allow_redirects=False, timeout=10)
+    cookie = response.headers["Set-Cookie"].split(";")[0]
+    back = approve(http, response.headers["Location"], subdomain="acme", username="ada")
+    page = http.get(back, headers={"Cookie": cookie}, allow_redirects=False, timeout=10)
+    connection_id = owners.connection_id_for("e2e-forwarder", "acme", "7")
+
+    landing = http.get(f"{local_deployment.url}{page.headers['Location']}", timeout=10)
+
+    assert "data-testid=confirm-status>403<" in landing.text
+    assert "owner_mismatch" in landing.text
+    assert connection(local_deployment, connection_id) is None
 
 
 def test_the_authorise_request_carries_state_and_pkce(
@@ -154,7 +187,7 @@ def test_the_scheduled_refresh_runs_through_the_function(
 ) -> None:
     report = http.post(f"{local_deployment.url}/_local/refresh", timeout=30).json()
 
-    assert set(report) == {"due", "outcomes", "failures", "stopped_early"}
+    assert set(report) == {"due", "outcomes", "failures", "stopped_early", "pending_discarded"}
     assert report["stopped_early"] is False
 
 

@@ -118,3 +118,54 @@ def test_the_readme_operates_a_connection_with_curl(local_deployment: RunningDep
     assert json.loads(one)["connection_id"] == connection_id
     assert json.loads(token)["token_type"] == "Bearer"
     assert gone == ""  # 204
+
+
+def pending_sign_in(stack: RunningDeployment, owner: str) -> str:
+    """A new connection of ``owner``, not confirmed yet: the return URL's query string."""
+    with requests.Session() as http:
+        page = connect(stack, http, owner=owner, subdomain="acme", username="ada", confirm=False)
+    return urlsplit(page.headers["Location"]).query
+
+
+@pytest.mark.usefixtures("local_credentials")
+def test_the_readme_return_handler_confirms_for_its_user_and_refuses_another(
+    local_deployment: RunningDeployment,
+) -> None:
+    readme: dict[str, Any] = {}
+    exec(example("confirm"), readme)  # noqa: S102 - the README's own code
+    mine = pending_sign_in(local_deployment, "readme-confirm")
+    forwarded = pending_sign_in(local_deployment, "readme-forwarder")
+
+    said = readme["on_return"](local_deployment.url, mine, "readme-confirm")
+    refused = readme["on_return"](local_deployment.url, forwarded, "readme-victim")
+
+    assert said == "Connected to Acme Ltd as Ada Lovelace"
+    assert refused == "That sign-in was started by someone else; nothing was connected."
+    result = parse_qs(mine)["capsule_result"][0]
+    assert readme["confirm_connection"](local_deployment.url, result, "readme-confirm")[0] == 200
+
+
+@pytest.mark.usefixtures("local_credentials")
+def test_the_readme_confirms_with_curl(local_deployment: RunningDeployment) -> None:
+    query = parse_qs(pending_sign_in(local_deployment, "readme-curl"))
+    env = {
+        **os.environ,
+        "API": local_deployment.url,
+        "CAPSULE_RESULT": query["capsule_result"][0],
+        "OWNER": "readme-curl",
+    }
+    (command,) = shell_example("confirm-curl")
+
+    answer = subprocess.run(
+        [shutil.which("bash") or "/bin/bash", "-c", command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert answer.returncode == 0, answer.stdout
+    confirmed = json.loads(answer.stdout)
+    assert confirmed["connection_id"] == query["capsule_connection_id"][0]
+    assert confirmed["status"] == "active"

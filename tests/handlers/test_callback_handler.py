@@ -17,9 +17,12 @@ from capsule_oauth.store import crypto
 from local.lambda_container import Invoke
 from local.stack import Stack, load_event
 from tests.support.capsule_fake import CLIENT_ID, CLIENT_SECRET, FakeCapsule, Reply
-from tests.support.sign_in import callback_event, start
+from tests.support.sign_in import callback_event, follow, start
 
 CALLBACK = "https://abc123.execute-api.us-east-1.amazonaws.com/auth/callback"
+
+# The sign-in's own mechanics: confirming new connections is tested in test_confirm.py.
+pytestmark = pytest.mark.usefixtures("applied_at_once")
 
 
 def connection_items(stack: Stack) -> list[dict[str, Any]]:
@@ -32,7 +35,7 @@ def connection_items(stack: Stack) -> list[dict[str, Any]]:
 def state_count(stack: Stack) -> int:
     """Authorization states in the state table (connect sessions live there too)."""
     items = boto3.client("dynamodb").scan(TableName=stack.state_table)["Items"]
-    return sum(not item["state"]["S"].startswith("session#") for item in items)
+    return sum(item["state"]["S"].startswith("state#") for item in items)
 
 
 def denial(invoke: Invoke, fake: FakeCapsule, **params: str) -> dict[str, Any]:
@@ -48,17 +51,31 @@ def connect(invoke: Invoke, fake: FakeCapsule) -> dict[str, Any]:
     return response
 
 
+def connect_and_follow(invoke: Invoke, fake: FakeCapsule) -> dict[str, Any]:
+    """Connect, then follow the 303 to the page the browser lands on."""
+    started = start(invoke, fake)
+    response: dict[str, Any] = invoke("CallbackFunction", callback_event(started))
+    return follow(invoke, response, started)
+
+
 # --- the happy path -------------------------------------------------------------------
 
 
 def test_callback_connects_and_says_where_and_as_whom(
     stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
 ) -> None:
-    response = connect(invoke, fake_capsule)
+    started = start(invoke, fake_capsule)
+    response = invoke("CallbackFunction", callback_event(started))
 
-    assert response["statusCode"] == 200
-    assert "Connected to Example Co. as Scott Spacey" in response["body"]
-    assert response["headers"]["Content-Type"] == "text/html; charset=utf-8"
+    assert response["statusCode"] == 303  # never resting on a URL with the code and state
+    assert response["headers"]["Location"].startswith("/auth/callback?connected=")
+    assert "code=" not in response["headers"]["Location"]
+    page = follow(invoke, response, started)
+    assert page["statusCode"] == 200
+    assert "Connected to Example Co. as Scott Spacey" in page["body"]
+    again = follow(invoke, response, started)  # reloaded
+    assert again["body"] == page["body"]
+    assert page["headers"]["Content-Type"] == "text/html; charset=utf-8"
 
 
 def test_token_request_sends_exactly_the_authorization_code_fields(
@@ -126,7 +143,7 @@ def test_reconnecting_updates_the_same_connection(
 ) -> None:
     connect(invoke, fake_capsule)
 
-    response = connect(invoke, fake_capsule)
+    response = connect_and_follow(invoke, fake_capsule)
 
     (item,) = connection_items(stack)
     assert item["version"]["N"] == "2"
@@ -137,17 +154,24 @@ def test_reconnecting_updates_the_same_connection(
     assert opened.access_token == json.loads(latest.text)["access_token"]  # type: ignore[union-attr]
 
 
-def test_success_clears_the_binding_cookie_and_consumes_the_state(
+def test_success_keeps_the_binding_cookie_and_leaves_a_used_state_without_its_verifier(
     stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
 ) -> None:
     started = start(invoke, fake_capsule)
 
     response = invoke("CallbackFunction", callback_event(started))
 
+    # Kept for StateTtlSeconds: this browser is recognised if it comes back.
     assert response["cookies"] == [
-        f"{started.cookie_name}=; Max-Age=0; Path=/auth/callback; HttpOnly; Secure; SameSite=Lax"
+        f"{started.cookie_name}={started.nonce}; Max-Age=600; Path=/auth/callback; HttpOnly;"
+        " Secure; SameSite=Lax"
     ]
-    assert state_count(stack) == 0
+    items = boto3.client("dynamodb").scan(TableName=stack.state_table)["Items"]
+    (used,) = [item for item in items if item["state"]["S"].startswith("state#")]
+    assert "used_at" in used
+    assert "completed_at" in used
+    assert "code_verifier" not in used
+    assert started.state not in json.dumps(items)  # stored by its hash only
 
 
 def test_two_sign_ins_started_in_one_browser_both_finish(
@@ -163,7 +187,7 @@ def test_two_sign_ins_started_in_one_browser_both_finish(
         event["cookies"] = both_cookies  # the browser sends every cookie it holds
         answers.append(invoke("CallbackFunction", event)["statusCode"])
 
-    assert answers == [200, 200]
+    assert answers == [303, 303]
 
 
 def test_a_cookie_of_another_sign_in_does_not_fit(
@@ -188,7 +212,7 @@ def test_return_to_is_offered_after_connecting(
 
     response = invoke("CallbackFunction", callback_event(started))
 
-    assert 'href="/settings/integrations"' in response["body"]
+    assert 'href="/settings/integrations"' in follow(invoke, response, started)["body"]
 
 
 def test_without_pkce_no_verifier_is_sent(
@@ -198,7 +222,7 @@ def test_without_pkce_no_verifier_is_sent(
 
     response = connect(invoke, fake_capsule)
 
-    assert response["statusCode"] == 200
+    assert response["statusCode"] == 303
     assert "code_verifier" not in fake_capsule.token_requests[0]
 
 
@@ -212,7 +236,7 @@ def test_denied_access_shows_a_friendly_page_and_exchanges_nothing(
 
     assert response["statusCode"] == 403
     assert "You chose not to allow access" in response["body"]
-    assert 'href="start"' in response["body"]
+    assert 'href="/auth/callback?retry=' in response["body"]  # the same connect session
     assert fake_capsule.token_requests == []
     assert connection_items(stack) == []
 
@@ -292,9 +316,13 @@ def test_a_used_state_cannot_be_replayed(
     started = start(invoke, fake_capsule)
     invoke("CallbackFunction", callback_event(started))
 
-    replay = invoke("CallbackFunction", callback_event(started))
+    reloaded = invoke("CallbackFunction", callback_event(started))
+    elsewhere = invoke("CallbackFunction", callback_event(started, cookie=""))
 
-    assert replay["statusCode"] == 400
+    assert reloaded["statusCode"] == 200  # the same browser: already connected
+    assert "Already connected to Example Co. as Scott Spacey" in reloaded["body"]
+    assert elsewhere["statusCode"] == 400  # another browser: refused
+    assert "already completed" in elsewhere["body"]
     assert len(fake_capsule.token_requests) == 1
     assert connection_items(stack)[0]["version"]["N"] == "1"
 
@@ -321,7 +349,7 @@ def test_a_state_just_inside_its_lifetime_still_works(
     with time_machine.travel(1_900_000_000 + 599, tick=False):
         response = invoke("CallbackFunction", callback_event(started))
 
-    assert response["statusCode"] == 200
+    assert response["statusCode"] == 303
 
 
 @pytest.mark.parametrize("cookie", ["N" * 43, ""])
@@ -374,7 +402,7 @@ def test_token_endpoint_failures_give_a_clear_page_and_save_nothing(
         response = connect(invoke, fake_capsule)
 
     assert response["statusCode"] == status
-    assert 'href="start"' in response["body"]
+    assert 'href="/auth/callback?retry=' in response["body"]  # "Try again": the same session
     assert response["headers"]["Cache-Control"] == "no-store"
     assert connection_items(stack) == []
     assert len(fake_capsule.token_requests) == 1  # never retried blindly
@@ -422,7 +450,7 @@ def test_rotated_client_secret_is_read_again_once_on_invalid_client(
 
     response = invoke("CallbackFunction", callback_event(started))
 
-    assert response["statusCode"] == 200
+    assert response["statusCode"] == 303
     assert [r["client_secret"] for r in fake_capsule.token_requests] == [
         CLIENT_SECRET,
         "rotated-secret",
@@ -486,7 +514,7 @@ def test_two_simultaneous_callbacks_with_one_state_make_one_token_request(
     for thread in threads:
         thread.join()
 
-    assert sorted(statuses) == [200, 400]
+    assert sorted(statuses) == [303, 409]  # the other one: "still being completed"
     assert len(fake_capsule.token_requests) == 1
 
 
@@ -506,11 +534,11 @@ def test_the_two_identity_lookups_are_in_flight_at_the_same_time(
 
     response = connect(invoke, fake_capsule)
 
-    assert response["statusCode"] == 200
+    assert response["statusCode"] == 303
     assert not both_sent.broken
 
 
-def test_the_binding_cookie_is_cleared_on_the_path_it_was_set_with(
+def test_the_binding_cookie_is_kept_on_the_path_it_was_set_with(
     stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A custom RedirectUri whose path differs from the route's: the cookie was set there.
@@ -521,5 +549,6 @@ def test_the_binding_cookie_is_cleared_on_the_path_it_was_set_with(
 
     response = invoke("CallbackFunction", callback_event(started))
 
-    assert response["cookies"][0].startswith(f"{started.cookie_name}=; Max-Age=0;")
+    assert response["cookies"][0].startswith(f"{started.cookie_name}={started.nonce}; Max-Age=")
     assert "Path=/capsule/callback;" in response["cookies"][0]
+    assert response["headers"]["Location"].startswith("/capsule/callback?connected=")

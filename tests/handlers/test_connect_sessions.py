@@ -15,7 +15,7 @@ import pytest
 import time_machine
 from botocore.client import BaseClient
 
-from capsule_oauth import config, create_connect_session, owners
+from capsule_oauth import config, confirm_connection, create_connect_session, owners
 from capsule_oauth.errors import ConfigError
 from capsule_oauth.store.connections import ConnectionStore
 from local import deployable
@@ -86,7 +86,7 @@ def test_the_route_answers_201_with_a_connect_url_on_its_own_domain(
 
 
 def test_only_a_hash_of_the_session_token_is_stored(stack: Stack, invoke: Invoke) -> None:
-    token = token_of(create(invoke, owner="user-42"))
+    token = token_of(create(invoke, owner="user-42", return_url="/done"))
 
     (item,) = sessions(stack)
     assert token not in json.dumps(item)
@@ -96,7 +96,7 @@ def test_only_a_hash_of_the_session_token_is_stored(stack: Stack, invoke: Invoke
 def test_a_malformed_owner_is_refused_and_nothing_is_written(
     stack: Stack, invoke: Invoke, owner: str
 ) -> None:
-    answer = create(invoke, owner=owner)
+    answer = create(invoke, owner=owner, return_url="/done")
 
     assert answer["statusCode"] == 400
     assert json.loads(answer["body"])["error"] == "invalid_owner"
@@ -152,7 +152,7 @@ def test_a_body_that_is_not_the_documented_object_is_a_400(
 def test_reconnecting_a_connection_that_does_not_exist_is_a_404(
     stack: Stack, invoke: Invoke
 ) -> None:
-    answer = create(invoke, owner="user-42", reconnect_connection_id="cc_nope")
+    answer = create(invoke, owner="user-42", return_url="/done", reconnect_connection_id="cc_nope")
 
     assert answer["statusCode"] == 404
     assert json.loads(answer["body"])["error"] == "not_found"
@@ -163,7 +163,7 @@ def test_reconnecting_another_owners_connection_is_a_403(
 ) -> None:
     seed(config.settings(), fake_capsule)  # owned by "anonymous"
 
-    answer = create(invoke, owner="user-42", reconnect_connection_id=CID)
+    answer = create(invoke, owner="user-42", return_url="/done", reconnect_connection_id=CID)
 
     assert answer["statusCode"] == 403
     assert json.loads(answer["body"])["error"] == "forbidden"
@@ -186,7 +186,7 @@ def test_python_builds_the_link_from_connect_start_url(
     monkeypatch.setenv("CONNECT_START_URL", "https://api.example.com/auth/start")
     reset_caches()
 
-    made = create_connect_session("user-42")
+    made = create_connect_session("user-42", "/done")
 
     assert made["connect_url"].startswith("https://api.example.com/auth/start?session=")
 
@@ -197,14 +197,14 @@ def test_python_falls_back_to_the_redirect_uris_origin(
     monkeypatch.setenv("REDIRECT_URI", "https://connect.example.com/capsule/callback")
     reset_caches()
 
-    made = create_connect_session("user-42")
+    made = create_connect_session("user-42", "/done")
 
     assert made["connect_url"].startswith("https://connect.example.com/auth/start?session=")
 
 
 def test_python_without_a_start_url_says_what_to_set(stack: Stack) -> None:
     with pytest.raises(ConfigError, match="CONNECT_START_URL"):
-        create_connect_session("user-42")
+        create_connect_session("user-42", "/done")
 
 
 # --- start ------------------------------------------------------------------------------------
@@ -213,7 +213,7 @@ def test_python_without_a_start_url_says_what_to_set(stack: Stack) -> None:
 def test_a_session_may_start_sign_in_more_than_once_while_it_lives(
     stack: Stack, invoke: Invoke
 ) -> None:
-    token = token_of(create(invoke, owner="user-42"))
+    token = token_of(create(invoke, owner="user-42", return_url="/done"))
 
     assert start_with(invoke, token)["statusCode"] == 302
     assert start_with(invoke, token)["statusCode"] == 302
@@ -221,7 +221,7 @@ def test_a_session_may_start_sign_in_more_than_once_while_it_lives(
 
 def test_a_session_expires_after_its_ttl(stack: Stack, invoke: Invoke) -> None:
     with time_machine.travel(1_900_000_000, tick=False):
-        token = token_of(create(invoke, owner="user-42"))
+        token = token_of(create(invoke, owner="user-42", return_url="/done"))
     with time_machine.travel(1_900_000_000 + 1800, tick=False):
         answer = start_with(invoke, token)
 
@@ -254,7 +254,7 @@ def test_with_sessions_optional_a_sessionless_start_connects_anonymous(
     monkeypatch.setenv("REQUIRE_CONNECT_SESSION", "false")
     started = start(invoke, fake_capsule, "start-return-to.json")  # no session
 
-    assert finish(invoke, started)["statusCode"] == 200
+    assert finish(invoke, started)["statusCode"] == 303
     connection = ConnectionStore(config.settings()).get(CID)
     assert connection is not None
     assert connection.owner == owners.ANONYMOUS
@@ -276,7 +276,8 @@ def test_success_sends_the_person_back_with_the_connection_and_the_apps_own_quer
     assert query["capsule_status"] == ["connected"]
     expected = owners.connection_id_for("user-42", "exampleco", "1")
     assert query["capsule_connection_id"] == [expected]
-    assert answer["cookies"][0].startswith(f"{started.cookie_name}=; Max-Age=0")
+    assert "capsule_result" in query  # what the app confirms
+    assert answer["cookies"][0].startswith(f"{started.cookie_name}={started.nonce}; Max-Age=")
 
 
 def test_a_finished_session_is_refused(
@@ -376,6 +377,7 @@ def test_reconnecting_replaces_the_grant_and_revokes_the_old_one(
         invoke, start(invoke, fake_capsule, session=new_session("user-42", return_url="/d"))
     )
     connection_id = back_query(first)["capsule_connection_id"][0]
+    confirm_connection(back_query(first)["capsule_result"][0], "user-42")
     store = ConnectionStore(config.settings())
     connection = store.get(connection_id)
     assert connection is not None
@@ -419,7 +421,7 @@ def test_python_prefers_connect_start_url_to_the_redirect_uri(
     monkeypatch.setenv("REDIRECT_URI", "https://connect.example.com/capsule/callback")
     reset_caches()
 
-    made = create_connect_session("user-42")
+    made = create_connect_session("user-42", "/done")
 
     assert made["connect_url"].startswith("https://api.example.com/auth/start?session=")
 
@@ -445,7 +447,7 @@ def test_the_session_item_outlives_the_session_by_a_sign_ins_lifetime(
     stack: Stack, invoke: Invoke
 ) -> None:
     with time_machine.travel(1_900_000_000, tick=False):
-        create(invoke, owner="user-42")
+        create(invoke, owner="user-42", return_url="/done")
 
     (item,) = sessions(stack)
     assert int(item["session_expires_at"]["N"]) == 1_900_000_000 + 1800

@@ -14,8 +14,15 @@ from capsule_oauth import config
 from local.lambda_container import Invoke, reset_caches
 from local.stack import Stack, Template, load_event
 from tests.support.capsule_fake import EXPIRES_IN, FakeCapsule
-from tests.support.connections import CID, T0, seed
-from tests.support.sign_in import callback_event, new_session, start, with_session
+from tests.support.connections import CID, T0, seed, seed_pending
+from tests.support.sign_in import (
+    callback_event,
+    confirm_event,
+    follow,
+    new_session,
+    start,
+    with_session,
+)
 
 Record = Callable[[Callable[[], Any]], set[str]]
 
@@ -58,7 +65,7 @@ def granted(template: Template, logical_id: str) -> set[str]:
 def test_start_function_is_granted_exactly_what_it_calls(
     template: Template, stack: Stack, invoke: Invoke, record: Record
 ) -> None:
-    event = with_session(load_event("start.json"), new_session())
+    event = with_session(load_event("start.json"), new_session(return_url="/welcome"))
     called = record(lambda: invoke("StartFunction", event))
 
     assert called == granted(template, "StartFunction")
@@ -69,7 +76,9 @@ def test_connect_sessions_function_is_granted_exactly_what_it_calls(
 ) -> None:
     seed(config.settings(), fake_capsule)  # a connection of "anonymous" to reconnect
     event = load_event("connect-session.json")
-    event["body"] = json.dumps({"owner": "anonymous", "reconnect_connection_id": CID})
+    event["body"] = json.dumps(
+        {"owner": "anonymous", "return_url": "/welcome", "reconnect_connection_id": CID}
+    )
 
     called = record(lambda: invoke("ConnectSessionsFunction", event))
 
@@ -79,13 +88,22 @@ def test_connect_sessions_function_is_granted_exactly_what_it_calls(
 def test_callback_function_is_granted_exactly_what_it_calls(
     template: Template, stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule, record: Record
 ) -> None:
-    first, again = start(invoke, fake_capsule), start(invoke, fake_capsule)
+    first, again = (
+        start(invoke, fake_capsule, session=new_session(return_url="/welcome")) for _ in "12"
+    )
     reset_caches()  # a fresh container: the secret read is part of the callback
 
-    # Connecting, then connecting the same account again (its replaced grant is opened to
-    # be revoked): together, every call the callback makes.
+    # Connecting (a pending connection and its result), then connecting the same account
+    # again (its replaced grant is opened to be revoked): every call the callback makes.
     called = record(lambda: invoke("CallbackFunction", callback_event(first)))
     called |= record(lambda: invoke("CallbackFunction", callback_event(again)))
+    # A failed sign-in whose "Try again" starts a new one of the same connect session.
+    failing = start(invoke, fake_capsule, session=new_session(return_url="/welcome"))
+    fake_capsule.token_faults.append((503, {}, "{}"))
+    failed = invoke("CallbackFunction", callback_event(failing))
+    retry = failed["body"].split('href="')[1].split('"')[0]
+    answer = {"statusCode": 303, "headers": {"Location": retry}}
+    called |= record(lambda: follow(invoke, answer, failing))
 
     assert called == granted(template, "CallbackFunction")
 
@@ -98,12 +116,27 @@ def test_refresh_function_is_granted_exactly_what_it_calls(
     record: Record,
 ) -> None:
     seed(config.settings(), fake_capsule)
+    seed_pending(config.settings(), fake_capsule, now=T0 - 3600)  # unconfirmed: discarded
     reset_caches()  # a fresh container: the secret read is part of the run
 
     with time_machine.travel(T0 + EXPIRES_IN - 3600, tick=False):
         called = record(lambda: invoke("RefreshFunction", load_event("scheduled.json")))
 
     assert called == granted(template, "RefreshFunction")
+
+
+def test_confirm_function_is_granted_exactly_what_it_calls(
+    template: Template, stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule, record: Record
+) -> None:
+    # Confirmed for another owner, the pending connection is discarded: every call it makes.
+    started = start(invoke, fake_capsule, session=new_session("user-42", "/welcome"))
+    back = invoke("CallbackFunction", callback_event(started))["headers"]["Location"]
+    result = back.split("capsule_result=")[1].split("&")[0]
+    reset_caches()
+
+    called = record(lambda: invoke("ConfirmConnectionFunction", confirm_event(result, "user-7")))
+
+    assert called == granted(template, "ConfirmConnectionFunction")
 
 
 def _path_event(name: str, connection_id: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
@@ -15,7 +16,7 @@ from local.lambda_container import Invoke
 from local.stack import Stack, load_event
 from tests.support.capsule_fake import CLIENT_SECRET, FakeCapsule
 from tests.support.connections import seed_owned
-from tests.support.sign_in import callback_event, start
+from tests.support.sign_in import callback_event, confirm_event, new_session, start
 from tests.support.status_events import StatusEvents
 
 
@@ -28,12 +29,16 @@ def test_a_full_flow_never_writes_a_token_code_verifier_nonce_or_secret(
 ) -> None:
     pages: list[dict[str, Any]] = []
     with time_machine.travel(1_900_000_000, tick=False):
-        started = start(invoke, fake_capsule)
+        started = start(invoke, fake_capsule, session=new_session(return_url="/welcome"))
         items = boto3.client("dynamodb").scan(TableName=stack.state_table)["Items"]
         verifier = next(item for item in items if "code_verifier" in item)["code_verifier"]["S"]
-        pages.append(invoke("CallbackFunction", callback_event(started)))
+        back = invoke("CallbackFunction", callback_event(started))
+        result = parse_qs(urlsplit(back["headers"]["Location"]).query)["capsule_result"][0]
+        # The app confirms, and a retry of it answers the same: both are logged.
+        for _ in range(2):
+            pages.append(invoke("ConfirmConnectionFunction", confirm_event(result, "anonymous")))
         # A failed exchange logs too: make sure its error path is clean as well.
-        failed = start(invoke, fake_capsule)
+        failed = start(invoke, fake_capsule, session=new_session(return_url="/welcome"))
         fake_capsule.token_faults.append((400, {}, '{"error": "invalid_grant"}'))
         pages.append(invoke("CallbackFunction", callback_event(failed)))
     with time_machine.travel(1_900_000_000 + 604799 - 3600, tick=False):
@@ -59,6 +64,7 @@ def test_a_full_flow_never_writes_a_token_code_verifier_nonce_or_secret(
         "failed code": failed.code,
         "verifier": verifier,
         "binding nonce": started.nonce,
+        "capsule_result": result,
         "latest access token": token,
     }
     for call in fake_capsule.mock.calls:
@@ -66,7 +72,8 @@ def test_a_full_flow_never_writes_a_token_code_verifier_nonce_or_secret(
         for name in ("access_token", "refresh_token"):
             if f'"{name}"' in body:
                 secrets[f"{name} #{len(secrets)}"] = body.split(f'"{name}": "')[1].split('"')[0]
-    assert len(secrets) >= 8
+    assert [page["statusCode"] for page in pages] == [200, 200, 400]
+    assert len(secrets) >= 9
     leaked = [name for name, value in secrets.items() if value in everything]
     assert leaked == []
 

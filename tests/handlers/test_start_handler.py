@@ -79,7 +79,7 @@ def test_start_stores_the_state_with_verifier_binding_and_expiry(
 
     query = authorise_query(response)
     (item,) = state_items(stack)
-    assert item["state"]["S"] == query["state"]
+    assert item["state"]["S"] == "state#" + hashlib.sha256(query["state"].encode()).hexdigest()
     assert item["redirect_uri"]["S"] == CALLBACK
     assert binding.pkce_challenge(item["code_verifier"]["S"]) == query["code_challenge"]
     assert item["binding"]["S"] == hashlib.sha256(binding_nonce(response).encode()).hexdigest()

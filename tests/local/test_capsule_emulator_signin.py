@@ -166,8 +166,37 @@ def test_decision_before_login_is_refused(emulator: CapsuleEmulator) -> None:
     assert (answer.status_code, answer.headers.get("Location")) == (400, None)
 
 
-def test_a_decision_is_single_use(emulator: CapsuleEmulator) -> None:
+def test_answering_the_consent_again_gives_a_new_code_with_the_same_state(
+    emulator: CapsuleEmulator,
+) -> None:
     request_id = logged_in_request(emulator)
-    post_page(emulator, "decision", request_id=request_id, decision="allow")
+    first = post_page(emulator, "decision", request_id=request_id, decision="allow")
+    # Back to the consent page (a GET: nothing to resubmit), then Allow again.
+    page = requests.get(
+        f"{emulator.url}/oauth/authorise/step", params={"request_id": request_id}, timeout=10
+    )
+    assert "Allow Capsule Connector to access Example Co.?" in page.text
     again = post_page(emulator, "decision", request_id=request_id, decision="allow")
-    assert again.status_code == 400
+    codes = [query_of(a.headers["Location"]) for a in (first, again)]
+    assert codes[0]["state"] == codes[1]["state"] == "state-123"
+    assert codes[0]["code"] != codes[1]["code"]
+
+
+def test_every_sign_in_form_is_answered_with_a_redirect_to_a_get_page(
+    emulator: CapsuleEmulator,
+) -> None:
+    request_id = request_id_of(authorise(emulator))
+    for path, form in (
+        ("account", {"subdomain": "nope"}),
+        ("account", {"subdomain": "exampleco"}),
+        ("login", {"username": "scott", "password": "x"}),
+        ("login", {"username": "scott", "password": "capsule"}),
+    ):
+        answer = requests.post(
+            f"{emulator.url}/oauth/authorise/{path}",
+            data={"request_id": request_id, **form},
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert answer.status_code == 303
+        assert answer.headers["Location"].startswith("/oauth/authorise/step?request_id=")

@@ -87,3 +87,31 @@ def seed_owned(
         now=now,
     )
     return identity.connection_id, grant
+
+
+def seed_pending(
+    settings: Settings,
+    fake: FakeCapsule,
+    owner: str = "user-42",
+    *,
+    now: int = T0,
+    result_hash: str = "0" * 64,
+) -> tuple[str, dict[str, Any]]:
+    """A new connection of ``owner`` waiting for the app's confirm until ``now`` plus
+    ConnectConfirmSeconds: (its connection id, its grant)."""
+    grant = fake.issue_grant()
+    identity = connections.Identity(
+        "exampleco", "Example Co.", "https://exampleco.capsulecrm.com", "1", "Scott Spacey",
+        "scott", owner=owner,
+    )  # fmt: skip
+    connections.ConnectionStore(settings).save_authorized(
+        identity,
+        crypto.TokenPair(grant["access_token"], grant["refresh_token"]),
+        expires_at=now + EXPIRES_IN,
+        scope="read write",
+        refresh_due_at=now + EXPIRES_IN - 86_400,
+        now=now,
+        pending_until=now + settings.connect_confirm_seconds,
+        result_hash=result_hash,
+    )
+    return identity.connection_id, grant

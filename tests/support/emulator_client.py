@@ -58,9 +58,14 @@ def request_id_of(page: requests.Response) -> str:
 
 
 def post_page(emu: CapsuleEmulator, path: str, **form: str) -> requests.Response:
-    return requests.post(
+    """POST a sign-in form; its 303 (post/redirect/get) is followed to the next page, a
+    redirect back to the app is not."""
+    answer = requests.post(
         f"{emu.url}/oauth/authorise/{path}", data=form, allow_redirects=False, timeout=TIMEOUT
     )
+    if answer.status_code == 303:
+        return requests.get(emu.url + answer.headers["Location"], timeout=TIMEOUT)
+    return answer
 
 
 def logged_in_request(emu: CapsuleEmulator, **overrides: str | None) -> str:

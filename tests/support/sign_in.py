@@ -7,6 +7,7 @@ return to /auth/callback becomes.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -76,6 +77,13 @@ def start(
     return Started(query["state"], name, nonce, query.get("code_challenge", ""), code)
 
 
+def confirm_event(result: str, owner: str) -> dict[str, Any]:
+    """POST /connect-sessions/confirm as the app's return handler sends it."""
+    event = load_event("confirm-connection.json")
+    event["body"] = json.dumps({"result": result, "owner": owner})
+    return event
+
+
 def callback_event(started: Started, *, cookie: str | None = None) -> dict[str, Any]:
     """The callback's event for ``started``; ``cookie`` replaces the binding nonce."""
     event = load_event("callback.json")
@@ -83,3 +91,18 @@ def callback_event(started: Started, *, cookie: str | None = None) -> dict[str, 
     event["rawQueryString"] = f"code={started.code}&state={started.state}"
     event["cookies"] = [f"{started.cookie_name}={cookie if cookie is not None else started.nonce}"]
     return event
+
+
+def follow(invoke: Invoke, answer: dict[str, Any], started: Started) -> dict[str, Any]:
+    """The browser following the callback's 303 to a page of the API's own (its
+    ``/auth/callback?connected=`` or ``?retry=``), with the sign-in's binding cookie."""
+    assert answer["statusCode"] in (302, 303), answer["statusCode"]
+    location = urlsplit(answer["headers"]["Location"])
+    event = load_event("callback.json")
+    event["rawPath"] = location.path
+    event["requestContext"]["http"]["path"] = location.path
+    event["queryStringParameters"] = {k: v[0] for k, v in parse_qs(location.query).items()}
+    event["rawQueryString"] = location.query
+    event["cookies"] = [f"{started.cookie_name}={started.nonce}"]
+    page: dict[str, Any] = invoke("CallbackFunction", event)
+    return page

@@ -15,6 +15,9 @@ from tests.support.capsule_fake import EXPIRES_IN, FakeCapsule
 from tests.support.connections import CID, T0, run_refresh, seed, stored
 from tests.support.sign_in import callback_event, start
 
+# The sign-in's own mechanics: confirming new connections is tested in test_confirm.py.
+pytestmark = pytest.mark.usefixtures("applied_at_once")
+
 
 def test_a_connection_saved_before_owners_reads_as_anonymous_and_joins_the_index_on_refresh(
     settings: Settings, fake_capsule: FakeCapsule, stack: Stack

@@ -126,6 +126,7 @@ def test_refresh_handler_runs_on_the_scheduled_event(
         "outcomes": {"refreshed": 1},
         "failures": {},
         "stopped_early": False,
+        "pending_discarded": 0,
     }
 
 

@@ -8,7 +8,7 @@ For the rest of an integration, two names matter::
     get_access_token(connection_id)  # a valid bearer token, refreshed when near expiry
 
 and the management API's operations are here too: ``get_connection``, ``list_connections``,
-``disconnect`` (and ``create_connect_session``).
+``disconnect`` (and ``create_connect_session``, ``confirm_connection``).
 
 They are loaded on first use, so a handler that imports one module of this package does
 not pay for the HTTP stack it does not need.
@@ -28,9 +28,11 @@ if TYPE_CHECKING:
         CapsuleUnavailable,
         ConnectionNotFound,
         InvalidOwner,
+        OwnerMismatch,
         ReauthorizationRequired,
         TokenUnavailable,
     )
+    from capsule_oauth.flows.confirm import confirm_connection
     from capsule_oauth.flows.connections import get_connection, list_connections
     from capsule_oauth.flows.disconnect import disconnect
     from capsule_oauth.flows.sessions import create_connect_session
@@ -43,6 +45,8 @@ _EXPORTS = {
     "list_connections": "capsule_oauth.flows.connections",
     "InvalidOwner": "capsule_oauth.errors",
     "create_connect_session": "capsule_oauth.flows.sessions",
+    "confirm_connection": "capsule_oauth.flows.confirm",
+    "OwnerMismatch": "capsule_oauth.errors",
     "get_access_token": "capsule_oauth.tokens",
     "ConnectionNotFound": "capsule_oauth.errors",
     "ReauthorizationRequired": "capsule_oauth.errors",
@@ -61,8 +65,10 @@ __all__ = [
     "CapsuleUnavailable",
     "ConnectionNotFound",
     "InvalidOwner",
+    "OwnerMismatch",
     "ReauthorizationRequired",
     "TokenUnavailable",
+    "confirm_connection",
     "create_connect_session",
     "disconnect",
     "get_access_token",

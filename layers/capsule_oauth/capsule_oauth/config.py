@@ -93,6 +93,8 @@ class Settings:
     refresh_failing_threshold: int = 3  # failures in a row that make "Refresh Failing"
     event_bus_name: str = "default"  # where status events go (EventsFunction)
     event_source: str = "capsule-connector"
+    confirm_connections: bool = True  # a new connection waits for the app's confirm
+    connect_confirm_seconds: int = 600  # how long a capsule_result can confirm it
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -154,6 +156,10 @@ class Settings:
             ),
             event_bus_name=env.get("EVENT_BUS_NAME", "").strip() or cls.event_bus_name,
             event_source=env.get("EVENT_SOURCE", "").strip() or cls.event_source,
+            confirm_connections=_flag(env, "CONFIRM_CONNECTIONS", cls.confirm_connections),
+            connect_confirm_seconds=int(
+                _number(env, "CONNECT_CONFIRM_SECONDS", cls.connect_confirm_seconds, 60)
+            ),
         )
 
 

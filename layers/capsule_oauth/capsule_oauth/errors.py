@@ -154,6 +154,11 @@ class ConnectionOwnedElsewhere(PermissionError):
     """The connection exists but belongs to another owner."""
 
 
+class OwnerMismatch(PermissionError):
+    """A capsule_result was confirmed for another owner than the one whose link made it: the
+    pending connection is discarded (its grant revoked) and the result is dead."""
+
+
 class StaleWrite(Exception):
     """The connection changed since it was read (a reconnect or another worker): not ours now."""
 
@@ -162,9 +167,13 @@ class StaleWrite(Exception):
 
 
 class StateError(Exception):
-    """The callback's state cannot be used."""
+    """The callback's state cannot be used; ``return_url``: the app's, when it is known."""
 
     reason = "StateInvalid"
+
+    def __init__(self, message: str = "", *, return_url: str | None = None) -> None:
+        super().__init__(message)
+        self.return_url = return_url
 
 
 class StateMalformed(StateError):
@@ -179,6 +188,16 @@ class StateUnknown(StateError):
 
 class StateExpired(StateError):
     reason = "StateExpired"
+
+
+class StateUsed(StateError):
+    """Consumed already: ``used`` is its tombstone (a ``store.states.UsedState``)."""
+
+    reason = "StateUsed"
+
+    def __init__(self, used: Any) -> None:
+        super().__init__("the state was already used", return_url=used.return_url)
+        self.used = used
 
 
 class BindingMismatch(StateError):
@@ -202,9 +221,10 @@ class InvalidConnectSessionRequest(ValueError):
 class ConnectSessionUnusable(Exception):
     """A connect link cannot start (or finish) a sign-in; ``reason`` says why."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, return_url: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.return_url = return_url  # the session's, when it is known
 
 
 # --- what a person's browser is told ----------------------------------------------------------
@@ -228,6 +248,7 @@ class AuthorizationFailed(Exception):
         capsule_description: str | None = None,
         return_url: str | None = None,
         accounts: tuple[str, str] | None = None,
+        retry_url: str | None = None,
     ) -> None:
         super().__init__(status, reason)
         self.status = status
@@ -238,6 +259,7 @@ class AuthorizationFailed(Exception):
         self.capsule_description = capsule_description
         self.return_url = return_url  # the app's, when the sign-in came from a connect session
         self.accounts = accounts  # (signed in as, expected): a reconnect to another account
+        self.retry_url = retry_url  # where "Try again" re-opens the same connect session
 
     def __str__(self) -> str:
         return f"{self.status} {self.reason}"
@@ -246,5 +268,5 @@ class AuthorizationFailed(Exception):
 class InvalidStartRequest(AuthorizationFailed):
     """The start request cannot be served as it is; ``reason`` says why."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(400, reason)
+    def __init__(self, reason: str, *, return_url: str | None = None) -> None:
+        super().__init__(400, reason, return_url=return_url)

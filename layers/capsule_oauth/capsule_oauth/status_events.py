@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from capsule_oauth.flows.connections import iso
 from capsule_oauth.observability import logger
-from capsule_oauth.store.records import ACTIVE, DISCONNECTED, NEEDS_REAUTH, Connection
+from capsule_oauth.store.records import ACTIVE, DISCONNECTED, NEEDS_REAUTH, PENDING, Connection
 
 if TYPE_CHECKING:
     from mypy_boto3_events.client import EventBridgeClient
@@ -78,7 +78,8 @@ def transition(
             "connection_id": new.connection_id,
             "owner": new.owner,
             "status": new.status,
-            "previous_status": old.status if old is not None else None,
+            # A pending connection was never usable: confirming it is its creation.
+            "previous_status": old.status if old is not None and old.status != PENDING else None,
             "site": {"subdomain": new.subdomain, "name": new.site_name},
             "user": {"id": new.user_id, "name": new.user_name},
             "reason": reason,
@@ -90,7 +91,7 @@ def transition(
 
 def _kind(old: Connection | None, new: Connection, threshold: int) -> tuple[str | None, str | None]:
     """(detail type, reason) of the change from ``old`` to ``new``; (None, None): no event."""
-    if old is None:
+    if old is None or old.status == PENDING:  # pending: nothing to tell until confirmed
         return (CREATED, "connected") if new.status == ACTIVE else (None, None)
     # Connecting an active connection again (a new grant) is a reconnect too.
     granted_again = (new.connected_at or 0) != (old.connected_at or 0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,7 +19,6 @@ from capsule_oauth.capsule.token_endpoint import TokenResponse
 from capsule_oauth.config import Settings
 from capsule_oauth.errors import (
     AuthorizationFailed,
-    BindingMismatch,
     CapsuleBadResponse,
     CapsuleError,
     CapsuleRateLimited,
@@ -30,16 +29,21 @@ from capsule_oauth.errors import (
     InvalidGrant,
     StateError,
     StateMalformed,
+    StateUsed,
 )
+from capsule_oauth.flows.start import StartResult, begin
 from capsule_oauth.observability import count, count_by, logger
+from capsule_oauth.store import results
 from capsule_oauth.store.connections import ConnectionStore, Identity, refresh_due_at
 from capsule_oauth.store.crypto import TokenPair
+from capsule_oauth.store.results import ResultStore
 from capsule_oauth.store.sessions import SessionStore, state_hash
-from capsule_oauth.store.states import StateRecord, StateStore
+from capsule_oauth.store.states import StateRecord, StateStore, UsedState, state_digest
 from capsule_oauth.web import binding
 
 _CODE_PATTERN = re.compile(r"^[\x21-\x7e]{1,1024}$")
 _ERROR_PATTERN = re.compile(r"^[\x20-\x7e]{1,64}$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 # The page status for each way Capsule can fail, most specific first; anything else is 502.
 _CAPSULE_STATUS: tuple[tuple[type[CapsuleError], int], ...] = (
@@ -60,6 +64,9 @@ class Connected:
     return_to: str | None
     return_url: str | None  # the app's, when the sign-in came from a connect session
     cookie_path: str  # where the binding cookie was set: the registered callback's path
+    result: str | None = field(default=None, repr=False)  # capsule_result for the return URL
+    digest: str = ""  # names the used state in the pages' own links (never the state)
+    again: bool = False  # this browser came back to a sign-in it had already completed
 
 
 def _capsule_failure(
@@ -124,11 +131,16 @@ def _identity(settings: Settings, tokens: TokenResponse) -> Identity:
     )
 
 
-def _save(settings: Settings, tokens: TokenResponse, state: StateRecord) -> Identity:
-    """Learn who connected and store their tokens for the state's owner.
+def _save(
+    settings: Settings, tokens: TokenResponse, state: StateRecord
+) -> tuple[Identity, str | None]:
+    """Learn who connected and store their tokens for the state's owner: (who, the
+    capsule_result for the app's return URL, when there is one).
 
     A reconnect link must come back with the account it reconnects; a grant that replaced
-    an earlier one has the earlier one revoked once the new one is saved.
+    an earlier one has the earlier one revoked once the new one is saved. With
+    ConfirmConnections, a new connection from a connect link is saved pending: only the
+    app's confirm of its result, for the user it has signed in, makes it usable.
     """
     if tokens.refresh_token is None:
         raise CapsuleBadResponse("Capsule token response has no refresh_token")
@@ -147,6 +159,16 @@ def _save(settings: Settings, tokens: TokenResponse, state: StateRecord) -> Iden
     expires_at = now + tokens.expires_in
     store = ConnectionStore(settings)
     new = TokenPair(tokens.access_token, tokens.refresh_token)
+    result = results.new_result() if state.session and state.session.return_url else None
+    hashed = results.result_hash(result) if result else None
+    if hashed:  # first, so a saved connection always has its result
+        ResultStore(settings).put(
+            hashed, connection_id=identity.connection_id, owner=identity.owner, now=now
+        )
+    # Even a reconnect link saves pending unless the owner has the account active or
+    # needing reauth (the store decides in its write): a pending one must not be confirmed
+    # by reconnecting it.
+    pending = settings.confirm_connections and hashed is not None
     saved = store.save_authorized(
         identity,
         new,
@@ -154,10 +176,12 @@ def _save(settings: Settings, tokens: TokenResponse, state: StateRecord) -> Iden
         scope=tokens.scope or settings.scope,
         refresh_due_at=refresh_due_at(expires_at, tokens.expires_in, settings.refresh_lead_seconds),
         now=now,
+        pending_until=now + settings.connect_confirm_seconds if pending else None,
+        result_hash=hashed,
     )
     if saved.previous_tokens:
         _revoke_replaced(settings, store, identity.connection_id, saved.previous_tokens, new)
-    return replace(identity, existed=saved.existed)
+    return replace(identity, existed=saved.existed and not saved.pending), result
 
 
 def _revoke_replaced(
@@ -197,16 +221,112 @@ def _consume_state(settings: Settings, state: str | None, nonce: str | None) -> 
     if state is None or not binding.well_formed(state):
         raise StateMalformed("the state parameter is missing or malformed")
     if nonce is None or not binding.well_formed(nonce):
-        raise BindingMismatch("the browser binding cookie is missing")
+        # Nothing to check it against: a completed sign-in still says so (StateUsed).
+        nonce = ""
     return StateStore(settings).consume(
-        state, binding=binding.binding_hash(nonce), now=int(time.time())
+        state, binding=binding.binding_hash(nonce) if nonce else "-", now=int(time.time())
     )
+
+
+def _mine(used: UsedState, nonce: str | None) -> bool:
+    return (
+        bool(nonce)
+        and binding.well_formed(nonce)
+        and used.bound_to(binding.binding_hash(nonce or ""))
+    )
+
+
+def _came_back(settings: Settings, used: UsedState, nonce: str | None) -> Connected:
+    """A callback for a sign-in that was already used: "already connected" for the browser
+    that completed it; for any other, a refusal that changes nothing and calls no one."""
+    mine = _mine(used, nonce)
+    if used.expires_at <= int(time.time()):  # kept no longer than StateTtlSeconds
+        raise AuthorizationFailed(400, "SignInCompleted" if used.completed else "StateExpired")
+    if used.completed and used.connection_id:
+        if not mine:
+            raise AuthorizationFailed(400, "SignInCompleted")
+        return Connected(
+            connection_id=used.connection_id,
+            site_name=used.site_name,
+            user_name=used.user_name,
+            reconnected=used.reconnected,
+            return_to=used.return_to,
+            return_url=used.return_url,
+            cookie_path=urlsplit(used.redirect_uri).path or "/",
+            result=binding.open_for_browser(nonce or "", used.sealed_result)
+            if used.sealed_result
+            else None,
+            digest=used.digest,
+            again=True,
+        )
+    if not mine:
+        raise AuthorizationFailed(400, "BindingMismatch", return_url=used.return_url)
+    if used.failed:
+        raise AuthorizationFailed(
+            400, "SignInEnded", return_url=used.return_url, retry_url=_retry_link(settings, used)
+        )
+    raise AuthorizationFailed(409, "SignInInProgress", return_url=used.return_url)
+
+
+def _retry_link(settings: Settings, used: UsedState) -> str | None:
+    """Where "Try again" re-opens this sign-in's connect session, while it lives unfinished."""
+    if used.session_key is None:
+        return None
+    try:
+        SessionStore(settings).live_by_key(used.session_key, now=int(time.time()))
+    except ConnectSessionUnusable:
+        return None
+    except Exception as error:  # no link is better than a page that fails
+        logger.warning("Could not check the connect session", extra={"error": type(error).__name__})
+        return None
+    return f"{urlsplit(used.redirect_uri).path or '/'}?retry={used.digest}"
+
+
+def _used(settings: Settings, digest: str, nonce: str | None) -> UsedState:
+    """The used state a page's own link names, for the browser that used it."""
+    used = (
+        StateStore(settings).used(digest, now=int(time.time()))
+        if _DIGEST.fullmatch(digest)
+        else None
+    )
+    if used is None:
+        raise AuthorizationFailed(410, "PageExpired")
+    if not _mine(used, nonce):
+        raise AuthorizationFailed(400, "BindingMismatch", return_url=used.return_url)
+    return used
+
+
+def connected_page(settings: Settings, *, digest: str, binding_nonce: str | None) -> Connected:
+    """What the page after a callback without a return URL shows, reload after reload."""
+    used = _used(settings, digest, binding_nonce)
+    if not used.completed:
+        raise AuthorizationFailed(410, "PageExpired")
+    return _came_back(settings, used, binding_nonce)
+
+
+def retry_sign_in(
+    settings: Settings, *, digest: str, binding_nonce: str | None, scheme: str, host: str
+) -> StartResult:
+    """ "Try again" on a failure page: a new sign-in of the same connect session, while it
+    lives and is unfinished; otherwise an AuthorizationFailed saying to start in the app."""
+    used = _used(settings, digest, binding_nonce)
+    if used.session_key is None or used.completed:
+        raise AuthorizationFailed(400, "SessionFinished", return_url=used.return_url)
+    try:
+        link = SessionStore(settings).live_by_key(used.session_key, now=int(time.time()))
+    except ConnectSessionUnusable as unusable:
+        raise AuthorizationFailed(400, unusable.reason, return_url=unusable.return_url) from None
+    return begin(settings, scheme=scheme, host=host, return_to=used.return_to, link=link)
 
 
 def complete_authorization(
     settings: Settings, *, params: dict[str, str], binding_nonce: str | None
 ) -> Connected:
-    """Turn Capsule's redirect into a saved connection, or raise AuthorizationFailed."""
+    """Turn Capsule's redirect into a saved connection, or raise AuthorizationFailed.
+
+    A sign-in this browser already completed answers what it connected (``again``), and
+    changes nothing.
+    """
     denied = "error" in params
     code = params.get("code", "")
     if not denied and not _CODE_PATTERN.fullmatch(code):
@@ -215,11 +335,17 @@ def complete_authorization(
     # Even a denial must come with this browser's state: only then is Capsule's word shown.
     try:
         state = _consume_state(settings, params.get("state"), binding_nonce)
+    except StateUsed as used:
+        return _came_back(settings, used.used, binding_nonce)
     except StateError as error:
-        raise AuthorizationFailed(400, error.reason) from None
+        raise AuthorizationFailed(400, error.reason, return_url=error.return_url) from None
     return_url = state.session.return_url if state.session else None
+    store = StateStore(settings)
     if denied:
-        raise _capsule_said_no(params, return_url)
+        _mark_failed(store, state)
+        said_no = _capsule_said_no(params, return_url)
+        said_no.retry_url = _retry_link(settings, _as_used(state))
+        raise said_no
 
     sessions = SessionStore(settings)
     claim = state_hash(state.state)
@@ -227,17 +353,63 @@ def complete_authorization(
         try:
             sessions.claim(state.session.key, state_hash=claim, now=int(time.time()))
         except ConnectSessionUnusable as unusable:
+            _mark_failed(store, state)
             raise AuthorizationFailed(400, unusable.reason, return_url=return_url) from None
     try:
-        return _connect(settings, code, state, return_url)
-    except BaseException:
+        return _connect(settings, code, state, return_url, binding_nonce or "")
+    except BaseException as error:
         if state.session:  # nothing was connected: the link may be used again
             sessions.release(state.session.key, state_hash=claim)
+        _mark_failed(store, state)
+        if isinstance(error, AuthorizationFailed) and error.retry_url is None:
+            error.retry_url = _retry_link(settings, _as_used(state))
         raise
 
 
+def _as_used(state: StateRecord) -> UsedState:
+    return UsedState(
+        digest=state_digest(state.state),
+        binding="",
+        expires_at=state.expires_at,
+        redirect_uri=state.redirect_uri,
+        return_to=state.return_to,
+        session_key=state.session.key if state.session else None,
+        return_url=state.session.return_url if state.session else None,
+    )
+
+
+def _mark_failed(store: StateStore, state: StateRecord) -> None:
+    """Best effort: a reload of this page then says the sign-in ended, not "in progress"."""
+    try:
+        store.failed(state.state, now=int(time.time()))
+    except Exception as error:
+        logger.warning("Could not mark the sign-in ended", extra={"error": type(error).__name__})
+
+
+def _remember_completed(
+    settings: Settings, state: StateRecord, connected: Connected, nonce: str
+) -> None:
+    """Best effort: the person is connected whether or not a reload can say so later."""
+    try:
+        StateStore(settings).completed(
+            state.state,
+            connection_id=connected.connection_id,
+            site_name=connected.site_name,
+            user_name=connected.user_name,
+            reconnected=connected.reconnected,
+            sealed_result=binding.seal_for_browser(nonce, connected.result)
+            if connected.result and nonce
+            else None,
+            now=int(time.time()),
+        )
+    except Exception as error:
+        logger.warning(
+            "Could not remember the completed sign-in", extra={"error": type(error).__name__}
+        )
+
+
 def _connect(
-    settings: Settings, code: str, state: StateRecord, return_url: str | None
+    settings: Settings, code: str, state: StateRecord, return_url: str | None, nonce: str
 ) -> Connected:
     try:
         tokens = token_endpoint.exchange_code(
@@ -251,7 +423,7 @@ def _connect(
         raise _capsule_failure(error, state.return_to, return_url) from None
 
     try:
-        identity = _save(settings, tokens, state)
+        identity, result = _save(settings, tokens, state)
     except BaseException as error:
         # Capsule granted tokens we could not keep: give them back rather than leave a live
         # grant nobody holds. The person starts again and gets a fresh one.
@@ -264,7 +436,7 @@ def _connect(
         "Capsule account connected",
         extra={"connection_id": identity.connection_id, "reconnected": identity.existed},
     )
-    return Connected(
+    connected = Connected(
         connection_id=identity.connection_id,
         site_name=identity.site_name,
         user_name=identity.user_name,
@@ -272,4 +444,8 @@ def _connect(
         return_to=state.return_to,
         return_url=return_url,
         cookie_path=urlsplit(state.redirect_uri).path or "/",
+        result=result,
+        digest=state_digest(state.state),
     )
+    _remember_completed(settings, state, connected, nonce)
+    return connected

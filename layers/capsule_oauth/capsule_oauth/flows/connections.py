@@ -2,7 +2,8 @@
 and ``get_connection`` / ``list_connections`` in Python. Never a token.
 
 The shape is the management API's contract (README, openapi.yaml): times are ISO 8601 UTC,
-``status`` is ``active``, ``needs_reauth`` or ``disconnected``.
+``status`` is ``pending`` (until the app confirms it), ``active``, ``needs_reauth`` or
+``disconnected``.
 """
 
 from __future__ import annotations

@@ -59,13 +59,23 @@ def create_connect_session(
 ) -> ConnectSession:
     """A connect link for ``owner``: ``{"connect_url", "expires_at"}`` (epoch seconds).
 
-    Raises InvalidConnectSessionRequest (bad owner or return URL), ConnectionNotFound (no
+    With ConfirmConnections (the default) ``return_url`` is required: the sign-in comes back
+    there with ``capsule_result``, which the app confirms (``confirm_connection``).
+
+    Raises InvalidConnectSessionRequest (bad owner or return URL, or none: reason
+    ``return_url_required``), ConnectionNotFound (no
     such connection to reconnect), ConnectionOwnedElsewhere (it is another owner's) or
     ConfigError (no start URL known).
     """
     settings = settings or config.settings()
     if not owners.is_valid(owner):
         raise InvalidConnectSessionRequest("invalid_owner", owners.RULE)
+    if return_url is None and settings.confirm_connections:
+        raise InvalidConnectSessionRequest(
+            "return_url_required",
+            "return_url is required: the app confirms each new connection on it"
+            " (ConfirmConnections), with the capsule_result the sign-in brings back.",
+        )
     if return_url is not None:
         if not isinstance(return_url, str):
             raise InvalidConnectSessionRequest("invalid_request", "return_url must be a string")

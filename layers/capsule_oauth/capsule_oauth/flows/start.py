@@ -76,7 +76,7 @@ def _session(settings: Settings, token: str | None, return_to: str | None) -> Se
     try:
         return SessionStore(settings).live(token, now=int(time.time()))
     except ConnectSessionUnusable as unusable:
-        raise InvalidStartRequest(unusable.reason) from None
+        raise InvalidStartRequest(unusable.reason, return_url=unusable.return_url) from None
 
 
 def start_authorization(
@@ -90,6 +90,20 @@ def start_authorization(
     """Raises InvalidStartRequest when the request cannot start a sign-in."""
     return_path = safe_return_to(return_to)
     link = _session(settings, session, return_path)
+    return begin(settings, scheme=scheme, host=host, return_to=return_path, link=link)
+
+
+def begin(
+    settings: Settings,
+    *,
+    scheme: str,
+    host: str,
+    return_to: str | None,
+    link: SessionLink | None,
+) -> StartResult:
+    """A new state for this browser (a new nonce cookie) and the way to Capsule: a start,
+    or a "Try again" that re-opens the same connect session."""
+    return_path = return_to
     callback = redirect_uri(settings, scheme=scheme, host=host)
     client_id = get_client_credentials(settings).client_id
     verifier = binding.random_token() if settings.pkce_enabled else None

@@ -5,7 +5,8 @@ pairs, and it seals and unseals them itself. Every change of tokens or status bu
 ``version``; refreshes write with ``version = :v AND lease_owner = :owner`` so a slower
 worker can never overwrite newer tokens. Active connections carry ``refresh_queue`` and sit
 in the sparse ``DueForRefresh`` index by ``refresh_due_at``; leaving the active state
-removes them from it.
+removes them from it. Pending connections (waiting for the app's confirm) sit in the same
+index under their own queue, by the end of their confirm window.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from capsule_oauth.store.records import (
     ACTIVE,
     DISCONNECTED,
     NEEDS_REAUTH,
+    PENDING,
     Connection,
     Identity,
     Saved,
@@ -38,6 +40,7 @@ __all__ = [
     "ACTIVE",
     "DISCONNECTED",
     "NEEDS_REAUTH",
+    "PENDING",
     "Connection",
     "ConnectionStore",
     "Identity",
@@ -48,6 +51,7 @@ __all__ = [
 DUE_INDEX = "DueForRefresh"
 OWNER_INDEX = "ByOwner"
 QUEUE = "active"
+PENDING_QUEUE = "pending"  # pending connections, by the time their confirm window ends
 
 
 def _n(value: int) -> AttributeValueTypeDef:
@@ -82,49 +86,162 @@ class ConnectionStore:
         scope: str,
         refresh_due_at: int,
         now: int,
+        pending_until: int | None = None,
+        result_hash: str | None = None,
     ) -> Saved:
-        """Create or overwrite the connection with fresh tokens; say what it replaced."""
-        response = aws.dynamodb().update_item(
-            TableName=self._table,
-            Key={"connection_id": _s(identity.connection_id)},
-            UpdateExpression=(
+        """Create or overwrite the connection with fresh tokens; say what it replaced.
+
+        ``pending_until``: save it ``pending`` (in the pending queue until then) unless the
+        owner already has it active or needing reauth, which is a reconnect and applies at
+        once. ``result_hash``: the capsule_result that confirms it.
+        """
+        sealed = self._seal(identity.connection_id, tokens)  # once, whichever write applies
+        if pending_until is not None:
+            dynamodb = aws.dynamodb()
+            try:
+                return self._save(
+                    identity, sealed, expires_at=expires_at, scope=scope, now=now,
+                    status=PENDING, queue=PENDING_QUEUE, due=pending_until,
+                    result_hash=result_hash,
+                    condition="attribute_not_exists(connection_id)"
+                    " OR #status IN (:pending, :disconnected)",
+                )  # fmt: skip
+            except dynamodb.exceptions.ConditionalCheckFailedException:
+                pass  # the owner has this account connected: a reconnect, as below
+        return self._save(
+            identity, sealed, expires_at=expires_at, scope=scope, now=now,
+            status=ACTIVE, queue=QUEUE, due=refresh_due_at, result_hash=result_hash,
+        )  # fmt: skip
+
+    def _save(
+        self,
+        identity: Identity,
+        sealed: AttributeValueTypeDef,
+        *,
+        expires_at: int,
+        scope: str,
+        now: int,
+        status: str,
+        queue: str,
+        due: int,
+        result_hash: str | None,
+        condition: str | None = None,
+    ) -> Saved:
+        result = "result_hash = :result," if result_hash else ""
+        values: dict[str, AttributeValueTypeDef] = {
+            ":lifetime": _n(max(expires_at - now, 0)),
+            ":owner": _s(identity.owner),
+            ":subdomain": _s(identity.subdomain),
+            ":site_name": _s(identity.site_name),
+            ":site_url": _s(identity.site_url),
+            ":user_id": _s(identity.user_id),
+            ":user_name": _s(identity.user_name),
+            ":username": _s(identity.username),
+            ":scope": _s(scope),
+            ":status": _s(status),
+            ":tokens": sealed,
+            ":expires_at": _n(expires_at),
+            ":queue": _s(queue),
+            ":due": _n(due),
+            ":zero": _n(0),
+            ":one": _n(1),
+            ":now": _n(now),
+        }
+        if result_hash:
+            values[":result"] = _s(result_hash)
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": {"connection_id": _s(identity.connection_id)},
+            "UpdateExpression": (
                 "SET #owner = :owner, subdomain = :subdomain, site_name = :site_name,"
                 " site_url = :site_url,"
                 " user_id = :user_id, user_name = :user_name, username = :username,"
-                " #scope = :scope, #status = :active, tokens = :tokens,"
+                f" #scope = :scope, #status = :status, tokens = :tokens, {result}"
                 " expires_at = :expires_at, refresh_queue = :queue, refresh_due_at = :due,"
                 " failure_count = :zero, connected_at = :now, updated_at = :now,"
                 " token_lifetime = :lifetime,"
                 " created_at = if_not_exists(created_at, :now),"
                 " version = if_not_exists(version, :zero) + :one"
                 " REMOVE last_error, last_error_at, lease_owner, lease_expires_at,"
-                " disconnect_reason"
+                " disconnect_reason" + ("" if result_hash else ", result_hash")
             ),
-            ExpressionAttributeNames={"#scope": "scope", "#status": "status", "#owner": "owner"},
-            ExpressionAttributeValues={
-                ":lifetime": _n(max(expires_at - now, 0)),
-                ":owner": _s(identity.owner),
-                ":subdomain": _s(identity.subdomain),
-                ":site_name": _s(identity.site_name),
-                ":site_url": _s(identity.site_url),
-                ":user_id": _s(identity.user_id),
-                ":user_name": _s(identity.user_name),
-                ":username": _s(identity.username),
-                ":scope": _s(scope),
-                ":active": _s(ACTIVE),
-                ":tokens": self._seal(identity.connection_id, tokens),
-                ":expires_at": _n(expires_at),
-                ":queue": _s(QUEUE),
-                ":due": _n(refresh_due_at),
-                ":zero": _n(0),
-                ":one": _n(1),
-                ":now": _n(now),
+            "ExpressionAttributeNames": {
+                "#scope": "scope",
+                "#status": "status",
+                "#owner": "owner",
             },
-            ReturnValues="UPDATED_OLD",
-        )
+            "ExpressionAttributeValues": values,
+            "ReturnValues": "UPDATED_OLD",
+        }
+        if condition:
+            request["ConditionExpression"] = condition
+            values[":pending"] = _s(PENDING)
+            values[":disconnected"] = _s(DISCONNECTED)
+        response = aws.dynamodb().update_item(**request)
         old = response.get("Attributes", {})
         previous = old.get("tokens", {}).get("B")
-        return Saved("version" in old, bytes(previous) if previous else None)
+        return Saved("version" in old, bytes(previous) if previous else None, status == PENDING)
+
+    def pending_due(self, *, now: int, page_size: int = 100) -> Iterator[str]:
+        """Ids of pending connections whose time to be confirmed is over: one Query on the
+        pending queue of the due index, so the work follows the number pending."""
+        return self._queued(PENDING_QUEUE, now=now, page_size=page_size)
+
+    def activate(self, current: Connection, *, refresh_due_at: int, now: int) -> Connection:
+        """pending -> active, only while it is still the pending connection ``current`` is
+        (same result, same version): into the refresh queue, a version of its own."""
+        return self._fenced_update(
+            current,
+            owner="",
+            lease_held=False,
+            update=(
+                "SET #status = :active, refresh_queue = :queue, refresh_due_at = :due,"
+                " updated_at = :now, version = version + :one"
+            ),
+            names={"#status": "status"},
+            values={
+                ":active": _s(ACTIVE),
+                ":queue": _s(QUEUE),
+                ":due": _n(refresh_due_at),
+                ":now": _n(now),
+                ":one": _n(1),
+            },
+            pending=True,
+        )
+
+    def withdraw_pending(self, current: Connection, *, retry_at: int, now: int) -> Connection:
+        """Make a pending connection unconfirmable before its grant is revoked: its result
+        is dropped, and it waits in the pending queue until ``retry_at`` should revoking
+        fail. Fenced on the version read and the status still pending."""
+        return self._fenced_update(
+            current,
+            owner="",
+            lease_held=False,
+            update=(
+                "SET refresh_due_at = :retry_at, updated_at = :now, version = version + :one"
+                " REMOVE result_hash"
+            ),
+            values={":retry_at": _n(retry_at), ":now": _n(now), ":one": _n(1)},
+            pending=True,
+        )
+
+    def delete_pending(self, current: Connection) -> bool:
+        """Delete a withdrawn pending connection, unless a new sign-in saved it since."""
+        dynamodb = aws.dynamodb()
+        try:
+            dynamodb.delete_item(
+                TableName=self._table,
+                Key={"connection_id": _s(current.connection_id)},
+                ConditionExpression="version = :version AND #status = :pending",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":version": _n(current.version),
+                    ":pending": _s(PENDING),
+                },
+            )
+        except dynamodb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
 
     def unseal(self, connection_id: str, sealed: bytes) -> TokenPair:
         """Tokens sealed for ``connection_id`` (those ``Saved`` reports it replaced)."""
@@ -157,12 +274,15 @@ class ConnectionStore:
 
     def due_ids(self, *, now: int, page_size: int = 500) -> Iterator[str]:
         """Ids of active connections whose ``refresh_due_at`` has come, oldest first, lazily."""
+        return self._queued(QUEUE, now=now, page_size=page_size)
+
+    def _queued(self, queue: str, *, now: int, page_size: int) -> Iterator[str]:
         dynamodb = aws.dynamodb()
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": DUE_INDEX,
             "KeyConditionExpression": "refresh_queue = :queue AND refresh_due_at <= :now",
-            "ExpressionAttributeValues": {":queue": _s(QUEUE), ":now": _n(now)},
+            "ExpressionAttributeValues": {":queue": _s(queue), ":now": _n(now)},
             "Limit": page_size,
         }
         while True:
@@ -237,6 +357,7 @@ class ConnectionStore:
         names: dict[str, str] | None = None,
         lease_held: bool = True,
         same_tokens: bool = False,
+        pending: bool = False,
     ) -> Connection:
         """Write only if ``current`` is still the stored version (``same_tokens``: still holds
         the tokens read and is active) and (``lease_held``) ``owner`` still holds the lease."""
@@ -246,6 +367,10 @@ class ConnectionStore:
         if same_tokens:
             fence = "tokens = :read_tokens AND #fence_status = :fence_active"
             fenced = {":read_tokens": {"B": current.tokens}, ":fence_active": _s(ACTIVE)}
+            names = {**(names or {}), "#fence_status": "status"}
+        if pending:
+            fence += " AND #fence_status = :fence_pending"
+            fenced[":fence_pending"] = _s(PENDING)
             names = {**(names or {}), "#fence_status": "status"}
         if lease_held:
             fence += " AND lease_owner = :owner"

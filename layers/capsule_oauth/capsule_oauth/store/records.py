@@ -8,6 +8,7 @@ from typing import Any
 
 from capsule_oauth import owners
 
+PENDING = "pending"  # saved, waiting for the app's confirm: never served, refreshed or evented
 ACTIVE = "active"
 NEEDS_REAUTH = "needs_reauth"
 DISCONNECTED = "disconnected"
@@ -40,6 +41,7 @@ class Connection:
     owner: str = owners.ANONYMOUS  # items saved before owners existed have none
     token_lifetime: int = 0  # expires_in of the stored access token (0: not recorded)
     disconnect_reason: str | None = None  # "revoked" or "forgotten" (forced, not revoked)
+    result_hash: str | None = None  # SHA-256 of the capsule_result that can confirm it
     # Set by acquire_lease: the lease was another worker's, lapsed, and is ours now. That
     # worker may still be waiting on Capsule with a rotation that made our refresh token old.
     lease_taken_over: bool = False
@@ -81,6 +83,7 @@ class Connection:
             owner=s("owner") or owners.ANONYMOUS,
             token_lifetime=n("token_lifetime") or 0,
             disconnect_reason=s("disconnect_reason"),
+            result_hash=s("result_hash"),
         )
 
 
@@ -112,6 +115,7 @@ class Saved:
 
     existed: bool
     previous_tokens: bytes | None = field(default=None, repr=False)
+    pending: bool = False  # saved as a new connection waiting for the app's confirm
 
 
 def refresh_due_at(expires_at: int, expires_in: int, lead_seconds: int) -> int:

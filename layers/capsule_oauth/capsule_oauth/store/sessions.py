@@ -80,7 +80,10 @@ class SessionStore:
         """The session behind ``token`` if it can start a sign-in now."""
         if not token or len(token) > 128:
             raise ConnectSessionUnusable("SessionUnknown")
-        key = session_key(token)
+        return self.live_by_key(session_key(token), now=now)
+
+    def live_by_key(self, key: str, *, now: int) -> SessionLink:
+        """The session stored under ``key`` if it can start a sign-in now (a "Try again")."""
         item = (
             aws.dynamodb()
             .get_item(TableName=self._table, Key={"state": {"S": key}}, ConsistentRead=True)
@@ -88,14 +91,15 @@ class SessionStore:
         )
         if not item or item.get("kind", {}).get("S") != "connect_session":
             raise ConnectSessionUnusable("SessionUnknown")
+        return_url = item.get("return_url", {}).get("S")
         if int(item["session_expires_at"]["N"]) <= now:
-            raise ConnectSessionUnusable("SessionExpired")
+            raise ConnectSessionUnusable("SessionExpired", return_url=return_url)
         if "finished_at" in item:
-            raise ConnectSessionUnusable("SessionFinished")
+            raise ConnectSessionUnusable("SessionFinished", return_url=return_url)
         return SessionLink(
             key=key,
             owner=item["owner"]["S"],
-            return_url=item.get("return_url", {}).get("S"),
+            return_url=return_url,
             reconnect_connection_id=item.get("reconnect_connection_id", {}).get("S"),
             reconnect_label=item.get("reconnect_label", {}).get("S"),
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import re
 import secrets
 
@@ -45,7 +46,32 @@ def pkce_challenge(verifier: str) -> str:
 
 def binding_cookie_name(state: str) -> str:
     """One cookie per sign-in, named after its state: two tabs starting at once both finish."""
-    return f"{BINDING_COOKIE}_{hashlib.sha256(state.encode()).hexdigest()[:16]}"
+    return cookie_name_for_digest(hashlib.sha256(state.encode()).hexdigest())
+
+
+def cookie_name_for_digest(digest: str) -> str:
+    """The cookie of the sign-in whose state hashes to ``digest`` (the pages' own links)."""
+    return f"{BINDING_COOKIE}_{digest[:16]}"
+
+
+def _keystream(nonce: str, size: int) -> bytes:
+    blocks = (
+        hmac.new(nonce.encode(), f"capsule_result:{i}".encode(), hashlib.sha256).digest()
+        for i in range(size // 32 + 1)
+    )
+    return b"".join(blocks)[:size]
+
+
+def seal_for_browser(nonce: str, value: str) -> str:
+    """``value`` hidden under a key only the browser holding ``nonce`` has: stored beside the
+    used state, it lets that browser (and no one reading the table) see it again."""
+    raw = value.encode()
+    return bytes(a ^ b for a, b in zip(raw, _keystream(nonce, len(raw)), strict=True)).hex()
+
+
+def open_for_browser(nonce: str, sealed: str) -> str:
+    raw = bytes.fromhex(sealed)
+    return bytes(a ^ b for a, b in zip(raw, _keystream(nonce, len(raw)), strict=True)).decode()
 
 
 def binding_cookie(state: str, nonce: str, *, path: str, max_age: int) -> str:

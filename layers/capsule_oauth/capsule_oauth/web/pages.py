@@ -104,6 +104,28 @@ def connected(
     return _html(200, _page(200, "ok", title, lines, action))
 
 
+def already_connected(
+    *,
+    site_name: str,
+    user_name: str,
+    back: tuple[str, str] | None,
+    continue_to: str | None,
+) -> dict[str, Any]:
+    """A sign-in this browser completed, opened again (reload, Back, approving again)."""
+    title = f"Already connected to {site_name} as {user_name}"
+    lines = [
+        "This sign-in was already completed in this browser: your Capsule account is"
+        " connected, and nothing was changed now.",
+        "Go back to the app to carry on." if back or continue_to else "You can close this page.",
+    ]
+    action = ""
+    if back:
+        action = _link(*back)
+    elif continue_to:
+        action = _link(continue_to, "Continue")
+    return _html(200, _page(200, "ok", title, lines, action))
+
+
 def failure(
     status: int,
     *,
@@ -120,7 +142,7 @@ def failure(
     if detail:
         action += f'<p class="detail">{escape(detail)}</p>'
     if retry_url:
-        action += _link(retry_url, "Connect Capsule again")
+        action += _link(retry_url, "Try again")
     if back:
         action += " " + _link(back[0], back[1])
     extra = {"Retry-After": str(retry_after)} if retry_after else None

@@ -95,7 +95,7 @@ def never_raises(flow: str) -> Callable[[Handler], Callable[[dict[str, Any]], di
             except Exception:
                 logger.exception(f"{flow} crashed")
                 count_by("AuthorizationFailed", "reason", "InternalError")
-                return pages.refused(AuthorizationFailed(500, "InternalError"), retry_url="start")
+                return pages.refused(AuthorizationFailed(500, "InternalError"), retry_url=None)
 
         return run
 

@@ -21,7 +21,8 @@ class Words:
 
 
 START_AGAIN = "Start again to connect your Capsule account."
-_SAME_BROWSER = f"{START_AGAIN} Use the same browser from start to finish."
+FROM_THE_APP = "Go back to the app and start connecting Capsule again from there."
+_SAME_BROWSER = f"{FROM_THE_APP} Use the same browser from start to finish."
 
 
 def _link_unusable(message: str) -> Words:
@@ -33,11 +34,7 @@ def _capsule(title: str, message: str) -> Words:
 
 
 def _start_refused(message: str) -> Words:
-    return Words(
-        "This link cannot start a connection",
-        message,
-        "Go back to the app and use its Connect Capsule button.",
-    )
+    return Words("This link cannot start a connection", message, FROM_THE_APP)
 
 
 def _rate_limited(failure: AuthorizationFailed) -> Words:
@@ -80,12 +77,41 @@ _WORDS: dict[str, Words | Callable[[AuthorizationFailed], Words]] = {
         START_AGAIN,
     ),
     # The state and the browser binding.
-    "StateExpired": _link_unusable(
-        "This sign-in link has expired: it is only valid for a few minutes."
+    "StateExpired": Words(
+        "This sign-in took too long",
+        "Approving in Capsule must be finished within a few minutes of starting, and this"
+        " sign-in has expired. Nothing was connected.",
+        FROM_THE_APP,
     ),
-    "BindingMismatch": _link_unusable(
-        "This sign-in was started in another browser, or this browser does not allow the"
-        " cookie that ties the two steps together."
+    "BindingMismatch": Words(
+        "This browser's sign-in cookie is missing",
+        "The cookie that ties this sign-in to the browser that started it did not come"
+        " back: cookies are blocked for this site, or the sign-in was started in another"
+        " browser. Nothing was connected.",
+        f"Allow cookies for this site, then {FROM_THE_APP[0].lower()}{FROM_THE_APP[1:]}"
+        " Use the same browser from start to finish.",
+    ),
+    "SignInCompleted": Words(
+        "This sign-in was already completed",
+        "A Capsule account was already connected with this sign-in (in another browser, or"
+        " longer ago than this page can show). Nothing was changed now.",
+        "If you still need to connect, go back to the app and start again from there.",
+    ),
+    "SignInInProgress": Words(
+        "This sign-in is still being completed",
+        "Your first request for it is still connecting your Capsule account.",
+        "Wait a few seconds, then reload this page.",
+    ),
+    "SignInEnded": Words(
+        "This sign-in already ended",
+        "It ended earlier without connecting your Capsule account; nothing was changed now.",
+        START_AGAIN,
+    ),
+    "PageExpired": Words(
+        "This page is no longer available",
+        "It is shown only for a few minutes after connecting, and only in the browser that"
+        " connected.",
+        "Go back to the app to see your Capsule connection.",
     ),
     "StateUnknown": _link_unusable("This sign-in link is unknown or was already used."),
     "StateMalformed": _link_unusable("This sign-in link is incomplete."),
@@ -109,7 +135,7 @@ _WORDS: dict[str, Words | Callable[[AuthorizationFailed], Words]] = {
     "SessionUnknown": _start_refused("This connect link is not one the app gave out."),
     "SessionExpired": _start_refused("This connect link has expired."),
     "SessionFinished": _start_refused(
-        "This connect link was already used to connect a Capsule account."
+        "This connect link was already used: a Capsule account was connected with it."
     ),
     "SessionWithReturnTo": _start_refused(
         "A connect link brings its own return address; return_to cannot be added to it."

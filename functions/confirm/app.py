@@ -1,0 +1,80 @@
+"""POST /connect-sessions/confirm (AWS_IAM): the app, on its return URL, confirms a new
+connection for the user it has signed in on that request.
+
+``{"result": "<capsule_result>", "owner": "<that user>"}`` → 200 the connection (active);
+another owner → 403 ``owner_mismatch`` (the pending connection is discarded); unknown,
+expired or discarded → 404 ``result_not_found``. The result is never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from capsule_oauth import owners
+from capsule_oauth.errors import ConnectionNotFound, OwnerMismatch
+from capsule_oauth.flows.confirm import confirm_connection
+from capsule_oauth.observability import logger, metrics
+from capsule_oauth.web import json_api
+
+_FIELDS = {"result", "owner"}
+_MAX_BODY = 4096
+
+
+def _body(event: dict[str, Any]) -> tuple[str, str]:
+    """(result, owner) from the JSON body, or a BadRequest saying what is wrong."""
+    raw = event.get("body") or ""
+    try:
+        if event.get("isBase64Encoded"):
+            raw = base64.b64decode(raw).decode("utf-8")
+        body = json.loads(raw) if len(raw) <= _MAX_BODY else None
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict):
+        raise json_api.BadRequest("invalid_request", "The body must be a JSON object.")
+    unknown = sorted(set(body) - _FIELDS)
+    if unknown:
+        raise json_api.BadRequest("invalid_request", f"Unknown field(s): {', '.join(unknown)}.")
+    result, owner = body.get("result"), body.get("owner")
+    if not isinstance(result, str) or not result:
+        raise json_api.BadRequest(
+            "invalid_request", "result is required: the capsule_result of the return URL."
+        )
+    if not isinstance(owner, str) or not owners.is_valid(owner):
+        raise json_api.BadRequest("invalid_owner", f"{owners.RULE}.")
+    return result, owner
+
+
+@json_api.json_route
+def confirm(event: dict[str, Any]) -> dict[str, Any]:
+    result, owner = _body(event)
+    try:
+        connection = confirm_connection(result, owner)
+    except OwnerMismatch:
+        return json_api.error(
+            403,
+            "owner_mismatch",
+            "This sign-in was started from another user's connect link; its connection was"
+            " discarded. Ask the user to connect again from their own account.",
+        )
+    except ConnectionNotFound:
+        return json_api.error(
+            404,
+            "result_not_found",
+            "No connection waits for this result: it is unknown, expired or was discarded.",
+        )
+    logger.info(
+        "Connection confirmed for its owner",
+        extra={"caller": json_api.caller(event), "connection_id": connection["connection_id"]},
+    )
+    return json_api.answer(200, connection)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return confirm(event)
