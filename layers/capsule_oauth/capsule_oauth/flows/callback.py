@@ -109,7 +109,8 @@ def _identity(settings: Settings, tokens: TokenResponse) -> Identity:
         site_lookup = pool.submit(get, "/site", "site")
         user = get("/users/current", "user")
         site = site_lookup.result()
-    subdomain = str(site.get("subdomain") or tokens.subdomain or "").strip()
+    named = site.get("subdomain") or tokens.subdomain or api.subdomain_of(site.get("url"))
+    subdomain = str(named or "").strip()
     user_id = user.get("id")
     if not subdomain or user_id in (None, ""):
         raise CapsuleBadResponse("Capsule did not say which site and user connected")
