@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -125,6 +127,7 @@ def test_refresh_handler_runs_on_the_scheduled_event(
         "due": 1,
         "outcomes": {"refreshed": 1},
         "failures": {},
+        "skipped": {},
         "stopped_early": False,
     }
 
@@ -401,6 +404,29 @@ def test_a_run_short_of_time_stops_and_the_next_run_finishes(
     assert first.outcomes == {"refreshed": 2}
     assert second.outcomes == {"refreshed": 3}
     assert second.stopped_early is False
+
+
+def test_a_refresh_with_too_little_time_left_is_skipped_counted_and_stays_due(
+    settings: Settings, fake_capsule: FakeCapsule, at_due_time: None, log_output: io.StringIO
+) -> None:
+    seed(settings, fake_capsule)
+    before = stored(settings)
+    budget = iter([60_000, 11_000])  # enough to take it on; too little once its worker starts
+
+    report = run_refresh(settings, remaining_ms=lambda: next(budget, 11_000))
+
+    assert report.outcomes == {"skipped": 1}
+    assert report.skipped == {"NoTimeLeft": 1}
+    assert report.failures == {}
+    assert metrics.metric_set["RefreshSkipped"]["Value"] == [1.0]
+    assert refresh_requests(fake_capsule) == []
+    after = stored(settings)
+    assert (after.refresh_due_at, after.lease_owner) == (before.refresh_due_at, None)
+    assert (after.failure_count, after.version) == (0, before.version)
+    lines = [json.loads(line) for line in log_output.getvalue().splitlines()]
+    skipped = [line for line in lines if line.get("message", "").startswith("Refresh skipped")]
+    assert [(line["connection_id"], line["reason"]) for line in skipped] == [(CID, "NoTimeLeft")]
+    assert run_refresh(settings).outcomes == {"refreshed": 1}  # the next run takes it
 
 
 # --- many refreshers at once -----------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,6 +42,23 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw in {"false", "0", "no", "off"}:
         return False
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+# A refresh's answer from Capsule must be in this long before its lease ends, to be saved
+# under it (flows/refresh.py): a lease shorter than one call plus this skips every refresh.
+LEASE_MARGIN_SECONDS = 10
+
+
+def _lease_seconds(env: Mapping[str, str], default: int, http_timeout_seconds: float) -> int:
+    minimum = math.ceil(http_timeout_seconds + LEASE_MARGIN_SECONDS)
+    lease_seconds = int(_number(env, "LEASE_SECONDS", default, 1))
+    if lease_seconds < minimum:
+        raise ConfigError(
+            f"LEASE_SECONDS must be at least {minimum} (one call to Capsule,"
+            f" HTTP_TIMEOUT_SECONDS {http_timeout_seconds:g}, plus {LEASE_MARGIN_SECONDS} s"
+            f" to save its answer), got {lease_seconds}"
+        )
+    return lease_seconds
 
 
 TOKEN_AUTH_METHODS = ("client_secret_post", "client_secret_basic")
@@ -107,6 +125,7 @@ class Settings:
             allowed_return_origins = parse_allowed_origins(env.get("ALLOWED_RETURN_ORIGINS", ""))
         except ValueError as error:
             raise ConfigError(f"ALLOWED_RETURN_ORIGINS: {error}") from None
+        http_timeout_seconds = _number(env, "HTTP_TIMEOUT_SECONDS", cls.http_timeout_seconds, 0.1)
         return cls(
             state_table=_required(env, "STATE_TABLE_NAME"),
             connections_table=_required(env, "CONNECTIONS_TABLE_NAME"),
@@ -117,9 +136,7 @@ class Settings:
             state_ttl_seconds=int(_number(env, "STATE_TTL_SECONDS", cls.state_ttl_seconds, 1)),
             pkce_enabled=_flag(env, "PKCE_ENABLED", cls.pkce_enabled),
             redirect_uri=redirect_uri,
-            http_timeout_seconds=_number(
-                env, "HTTP_TIMEOUT_SECONDS", cls.http_timeout_seconds, 0.1
-            ),
+            http_timeout_seconds=http_timeout_seconds,
             credentials_max_age_seconds=int(
                 _number(env, "CREDENTIALS_MAX_AGE_SECONDS", cls.credentials_max_age_seconds)
             ),
@@ -132,7 +149,7 @@ class Settings:
             token_margin_seconds=int(
                 _number(env, "TOKEN_MARGIN_SECONDS", cls.token_margin_seconds)
             ),
-            lease_seconds=int(_number(env, "LEASE_SECONDS", cls.lease_seconds, 1)),
+            lease_seconds=_lease_seconds(env, cls.lease_seconds, http_timeout_seconds),
             lease_wait_seconds=_number(env, "LEASE_WAIT_SECONDS", cls.lease_wait_seconds),
             refresh_min_remaining_ms=int(
                 _number(env, "REFRESH_MIN_REMAINING_MS", cls.refresh_min_remaining_ms)

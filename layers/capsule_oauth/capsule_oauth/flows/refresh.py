@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from capsule_oauth.capsule import api, token_endpoint
-from capsule_oauth.config import Settings
+from capsule_oauth.config import LEASE_MARGIN_SECONDS, Settings
 from capsule_oauth.errors import (
     CapsuleError,
     CapsuleRateLimited,
@@ -42,6 +42,7 @@ class Outcome(StrEnum):
     NOT_NEEDED = "not_needed"  # someone else refreshed it first
     CONTENDED = "contended"  # another worker holds the lease
     FAILED = "failed"  # transient: tokens kept, retried later
+    SKIPPED = "skipped"  # not tried (too little time left): still due, counted by reason
     REAUTH_REQUIRED = "reauth_required"
     INACTIVE = "inactive"
     MISSING = "missing"
@@ -74,8 +75,6 @@ def forced(_connection: Connection, _now: int) -> bool:
     return True
 
 
-# Capsule's answer must be in (and saved) this long before the lease runs out.
-LEASE_MARGIN_SECONDS = 10
 _MIN_CALL_SECONDS = 2.0  # less time than this left on the lease: do not start a call
 _SAVE_ATTEMPTS = 3
 
@@ -113,7 +112,7 @@ def refresh_connection(
         )
         call_deadline = min(lease_end, deadline or math.inf)
         if call_deadline - api.now() < _MIN_CALL_SECONDS:
-            return RefreshResult(connection_id, Outcome.CONTENDED, "NoTimeLeft")
+            return _skipped(current, "NoTimeLeft")
         result = _refresh_leased(
             settings, store, current, owner=owner, now=now, deadline=call_deadline
         )
@@ -122,6 +121,15 @@ def refresh_connection(
     finally:
         if not released:
             store.release_lease(connection_id, owner=owner)
+
+
+def _skipped(current: Connection, reason: str) -> RefreshResult:
+    """Not tried now; the lease is released and the connection stays as it was (due)."""
+    logger.warning(
+        "Refresh skipped; the connection stays due",
+        extra={"connection_id": current.connection_id, "reason": reason},
+    )
+    return RefreshResult(current.connection_id, Outcome.SKIPPED, reason, connection=current)
 
 
 def _refresh_leased(
@@ -306,18 +314,22 @@ class RunReport:
     due: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
     stopped_early: bool = False
 
     def add(self, result: RefreshResult) -> None:
         self.outcomes[result.outcome.value] += 1
         if result.outcome in _FAILURES:
             self.failures[result.error or result.outcome.value] += 1
+        elif result.outcome is Outcome.SKIPPED:
+            self.skipped[result.error or result.outcome.value] += 1
 
     def as_dict(self) -> dict[str, object]:
         return {
             "due": self.due,
             "outcomes": dict(self.outcomes),
             "failures": dict(self.failures),
+            "skipped": dict(self.skipped),
             "stopped_early": self.stopped_early,
         }
 
@@ -379,6 +391,8 @@ def emit_metrics(report: RunReport) -> None:
         count("ReauthRequired", reauth)
     for error_class, failed in sorted(report.failures.items()):
         count_by("RefreshFailed", "error_class", error_class, failed)
+    for reason, skipped in sorted(report.skipped.items()):
+        count_by("RefreshSkipped", "reason", reason, skipped)
 
 
 def count_result(result: RefreshResult) -> None:
@@ -389,3 +403,5 @@ def count_result(result: RefreshResult) -> None:
         count("ReauthRequired")
     elif result.outcome in _FAILURES:
         count_by("RefreshFailed", "error_class", result.error or result.outcome.value)
+    elif result.outcome is Outcome.SKIPPED:
+        count_by("RefreshSkipped", "reason", result.error or result.outcome.value)
