@@ -11,7 +11,7 @@ import pytest
 import time_machine
 from botocore.client import BaseClient
 
-from capsule_oauth import disconnect
+from capsule_oauth import TokenUnavailable, disconnect, get_access_token, tokens
 from capsule_oauth.config import Settings
 from local import lambda_container
 from local.stack import Template, load_event
@@ -101,6 +101,27 @@ def test_failures_past_the_threshold_say_nothing_more(
         due = stored(settings).refresh_due_at or 0
 
     assert [kind for kind, _, _ in status_events.kinds()] == ["Connection Refresh Failing"]
+
+
+def test_waiting_out_capsules_rate_limit_publishes_nothing(
+    settings: Settings, fake_capsule: FakeCapsule, status_events: StatusEvents
+) -> None:
+    seed(settings, fake_capsule)
+    status_events.published()
+    expired = T0 + EXPIRES_IN + 10
+    for window in range(4):  # four 429s, each after the last one's reset: past the threshold
+        now = expired + 60 * window
+        fake_capsule.token_faults.append(
+            (429, {"X-RateLimit-Reset": str(now + 45)}, '{"error": "rate limit reached"}')
+        )
+        for second in (0, 5):  # a second caller in the window asks the record, not Capsule
+            tokens.clear_cache()
+            with time_machine.travel(now + second, tick=False), pytest.raises(TokenUnavailable):
+                get_access_token(CID)
+
+    assert len(fake_capsule.token_requests) == 4
+    assert status_events.kinds() == []
+    assert stored(settings).failure_count == 0
 
 
 def _record(

@@ -289,7 +289,35 @@ def test_rate_limit_waits_until_capsule_says_it_resets(
     report = run_refresh(settings)
 
     assert report.failures == {"RateLimited": 1}
-    assert stored(settings).refresh_due_at == DUE + 7201
+    assert stored(settings).refresh_due_at == DUE + 7200
+
+
+def test_a_429_waits_for_capsules_reset_and_does_not_escalate_the_backoff(
+    settings: Settings, fake_capsule: FakeCapsule
+) -> None:
+    seed(settings, fake_capsule)
+    fake_capsule.token_faults.extend([_json(503, "{}"), _json(503, "{}")])
+    due = DUE
+    for _ in range(2):  # two real failures: the next try is 30 minutes out
+        with time_machine.travel(due, tick=False):
+            run_refresh(settings)
+        due = stored(settings).refresh_due_at or 0
+    before = stored(settings)
+    fake_capsule.token_faults.append(
+        _json(429, '{"error": "rate limit reached"}', **{"X-RateLimit-Reset": str(due + 45)})
+    )
+
+    with time_machine.travel(due, tick=False):
+        report = run_refresh(settings)
+
+    assert report.failures == {"RateLimited": 1}
+    after = stored(settings)
+    assert (after.failure_count, after.version) == (before.failure_count, before.version)
+    assert after.refresh_due_at == after.rate_limited_until == due + 45
+    assert after.lease_owner is None
+    with time_machine.travel(due + 45, tick=False):
+        assert run_refresh(settings).outcomes == {"refreshed": 1}
+    assert stored(settings).failure_count == 0
 
 
 def test_invalid_grant_marks_needs_reauth_once_and_leaves_the_due_index(

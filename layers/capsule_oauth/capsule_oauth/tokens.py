@@ -131,8 +131,8 @@ _RETRY_AFTER_MAX_SECONDS = 3600
 
 def _retry_after(result: refresh.RefreshResult, connection: Connection) -> int:
     """How long a caller should wait: until Capsule's rate limit resets, else a few seconds."""
-    if result.error == "RateLimited" and connection.refresh_due_at:
-        wait = connection.refresh_due_at - int(time.time())
+    if result.error == refresh.RATE_LIMITED and connection.rate_limited_until:
+        wait = connection.rate_limited_until - int(time.time())
         return max(1, min(wait, _RETRY_AFTER_MAX_SECONDS))
     return _RETRY_AFTER_SECONDS
 

@@ -35,6 +35,9 @@ from capsule_oauth.store.crypto import TokenPair
 # Transient failures wait 15 min, 30, 60 ... up to 6 h before the next try.
 BACKOFF_BASE_SECONDS = 900
 BACKOFF_MAX_SECONDS = 6 * 3600
+# A 429 without a usable X-RateLimit-Reset: how long to leave Capsule's token endpoint alone.
+RATE_LIMIT_WAIT_SECONDS = 60
+RATE_LIMITED = CapsuleRateLimited.reason
 
 
 class Outcome(StrEnum):
@@ -42,7 +45,7 @@ class Outcome(StrEnum):
     NOT_NEEDED = "not_needed"  # someone else refreshed it first
     CONTENDED = "contended"  # another worker holds the lease
     FAILED = "failed"  # transient: tokens kept, retried later
-    SKIPPED = "skipped"  # not tried (too little time left): still due, counted by reason
+    SKIPPED = "skipped"  # not tried (too little time, or a 429's reset not yet come), by reason
     REAUTH_REQUIRED = "reauth_required"
     INACTIVE = "inactive"
     MISSING = "missing"
@@ -111,8 +114,8 @@ def refresh_connection(
             - min(LEASE_MARGIN_SECONDS, settings.lease_seconds / 4)
         )
         call_deadline = min(lease_end, deadline or math.inf)
-        if call_deadline - api.now() < _MIN_CALL_SECONDS:
-            return _skipped(current, "NoTimeLeft")
+        if (wait := _reason_to_wait(current, now, call_deadline)) is not None:
+            return _skipped(current, wait)
         result = _refresh_leased(
             settings, store, current, owner=owner, now=now, deadline=call_deadline
         )
@@ -121,6 +124,16 @@ def refresh_connection(
     finally:
         if not released:
             store.release_lease(connection_id, owner=owner)
+
+
+def _reason_to_wait(current: Connection, now: int, call_deadline: float) -> str | None:
+    """Why Capsule is not called now: a 429's reset has not come yet (Capsule said when), or
+    too little time is left for the call."""
+    if (current.rate_limited_until or 0) > now:
+        return RATE_LIMITED
+    if call_deadline - api.now() < _MIN_CALL_SECONDS:
+        return "NoTimeLeft"
+    return None
 
 
 def _skipped(current: Connection, reason: str) -> RefreshResult:
@@ -164,10 +177,10 @@ def _refresh_leased(
             "Capsule refused the refresh token: needs reauth", extra={"connection_id": cid}
         )
         return RefreshResult(cid, Outcome.REAUTH_REQUIRED, error.reason, connection=updated)
+    except CapsuleRateLimited as error:
+        return _rate_limited(store, current, owner=owner, now=now, reset_at=error.reset_at)
     except (CapsuleError, TokenDecryptionError) as error:
         retry_at = now + backoff_seconds(current.failure_count + 1)
-        if isinstance(error, CapsuleRateLimited) and error.reset_at:
-            retry_at = max(retry_at, int(error.reset_at) + 1)
         return _failed(
             settings, store, current, owner=owner, now=now, reason=error.reason, retry_at=retry_at
         )
@@ -266,6 +279,29 @@ def _failed(
         extra={"connection_id": current.connection_id, "error_class": reason, "retry_at": retry_at},
     )
     return RefreshResult(current.connection_id, Outcome.FAILED, reason, connection=updated)
+
+
+def _rate_limited(
+    store: ConnectionStore, current: Connection, *, owner: str, now: int, reset_at: float | None
+) -> RefreshResult:
+    """Capsule's limit is reached: wait for its reset (a day at most, as api bounds it), not
+    a backoff; this connection is not failing, so its failure count stays as it is."""
+    until = max(math.ceil(reset_at), now + 1) if reset_at else now + RATE_LIMIT_WAIT_SECONDS
+    try:
+        updated = store.record_rate_limited(
+            current,
+            owner=owner,
+            until=until,
+            retry_at=max(current.refresh_due_at or 0, until),
+            now=now,
+        )
+    except StaleWrite:
+        updated = None
+    logger.warning(
+        "Capsule's rate limit reached; no refresh before its reset",
+        extra={"connection_id": current.connection_id, "rate_limited_until": until},
+    )
+    return RefreshResult(current.connection_id, Outcome.FAILED, RATE_LIMITED, connection=updated)
 
 
 def _save_rotated(

@@ -297,7 +297,8 @@ class ConnectionStore:
                 " failure_count = :zero, version = version + :one,"
                 # Connections saved before owners existed join the owner index here.
                 " #conn_owner = if_not_exists(#conn_owner, :anonymous)"
-                " REMOVE lease_owner, lease_expires_at, last_error, last_error_at"
+                " REMOVE lease_owner, lease_expires_at, last_error, last_error_at,"
+                " rate_limited_until"
             ),
             names={"#scope": "scope", "#conn_owner": "owner"},
             values={
@@ -344,6 +345,23 @@ class ConnectionStore:
                 ":zero": _n(0),
                 ":one": _n(1),
             },
+        )
+
+    def record_rate_limited(
+        self, current: Connection, *, owner: str, until: int, retry_at: int, now: int
+    ) -> Connection:
+        """Capsule's token endpoint answered 429: nobody refreshes this connection before
+        ``until`` (every caller reads it here, not from Capsule), the schedule tries again at
+        ``retry_at``; the lease is released (fenced). Waiting out a rate limit is no failure:
+        the failure count, and the version that status events follow, stay as they are."""
+        return self._fenced_update(
+            current,
+            owner=owner,
+            update=(
+                "SET rate_limited_until = :until, refresh_due_at = :retry_at, updated_at = :now"
+                " REMOVE lease_owner, lease_expires_at"
+            ),
+            values={":until": _n(until), ":retry_at": _n(retry_at), ":now": _n(now)},
         )
 
     def mark_needs_reauth(

@@ -40,6 +40,8 @@ class Connection:
     owner: str = owners.ANONYMOUS  # items saved before owners existed have none
     token_lifetime: int = 0  # expires_in of the stored access token (0: not recorded)
     disconnect_reason: str | None = None  # "revoked" or "forgotten" (forced, not revoked)
+    # Capsule's token endpoint answered 429: no refresh of this connection before this time.
+    rate_limited_until: int | None = None
     # Set by acquire_lease: the lease was another worker's, lapsed, and is ours now. That
     # worker may still be waiting on Capsule with a rotation that made our refresh token old.
     lease_taken_over: bool = False
@@ -81,6 +83,7 @@ class Connection:
             owner=s("owner") or owners.ANONYMOUS,
             token_lifetime=n("token_lifetime") or 0,
             disconnect_reason=s("disconnect_reason"),
+            rate_limited_until=n("rate_limited_until"),
         )
 
 
