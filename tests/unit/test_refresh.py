@@ -320,6 +320,20 @@ def test_a_429_waits_for_capsules_reset_and_does_not_escalate_the_backoff(
     assert stored(settings).failure_count == 0
 
 
+def test_a_429_that_does_not_say_when_it_resets_leaves_capsule_alone_for_a_minute(
+    settings: Settings, fake_capsule: FakeCapsule, at_due_time: None
+) -> None:
+    seed(settings, fake_capsule)
+    fake_capsule.token_faults.append(_json(429, '{"error": "rate limit reached"}'))
+
+    report = run_refresh(settings)
+
+    assert report.failures == {"RateLimited": 1}
+    after = stored(settings)
+    assert (after.rate_limited_until, after.refresh_due_at) == (DUE + 60, DUE + 60)
+    assert after.failure_count == 0
+
+
 def test_invalid_grant_marks_needs_reauth_once_and_leaves_the_due_index(
     settings: Settings, fake_capsule: FakeCapsule, stack: Stack, at_due_time: None
 ) -> None:
