@@ -230,9 +230,9 @@ class LocalDeployment(LocalControl):
         stack = self.created
         environment = stack.environment("EventsFunction")
         mapping = next(
-            event["Properties"]
-            for event in self.template.function("EventsFunction").events.values()
-            if event["Type"] == "DynamoDB"
+            properties
+            for properties in self.template.of_type("AWS::Lambda::EventSourceMapping").values()
+            if properties["FunctionName"] == {"Ref": "EventsFunction"}
         )
         self._status_queue = BusQueue.create(
             bus=environment["EVENT_BUS_NAME"],
