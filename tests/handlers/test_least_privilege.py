@@ -9,6 +9,7 @@ IAM would (tests/support/iam.py), with their resources and condition keys.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from capsule_oauth import config
 from capsule_oauth.store.sessions import session_key
 from capsule_oauth.web import binding
 from local.lambda_container import Invoke, reset_caches
-from local.stack import ROOT, Stack, load_event
+from local.stack import ROOT, Stack, Template, load_event
 from tests.support.capsule_fake import EXPIRES_IN, FakeCapsule
 from tests.support.connections import CID, T0, seed
 from tests.support.iam import PLATFORM_POLICIES, Call, Deployed, findings
@@ -230,3 +231,24 @@ def test_readme_names_the_only_grants_beyond_this_stacks_resources(deployed: Dep
         for name in deployed.role(function).managed
     }
     assert named == attached == {name.rsplit("/", 1)[-1] for name in PLATFORM_POLICIES}
+
+
+def test_the_check_finds_a_grant_never_called_and_one_on_every_resource(
+    template: Template, run: Run
+) -> None:
+    body = copy.deepcopy(template.body)
+    policies = body["Resources"]["ConnectionsFunction"]["Properties"]["Policies"]
+    policies[0]["Statement"] += [
+        {"Sid": "Unused", "Effect": "Allow", "Action": "dynamodb:Scan", "Resource": "*"},
+    ]
+    widened = Deployed(Stack(Template(body), run.stack.physical, run.stack.parameters))
+    _connections(run)
+
+    found = findings(widened, "ConnectionsFunction", run.calls)
+
+    assert found == [
+        "ConnectionsFunctionRole grants dynamodb:Scan in ConnectionsFunctionRolePolicy0/Unused,"
+        " never called",
+        "ConnectionsFunctionRole grants dynamodb:Scan on * in"
+        " ConnectionsFunctionRolePolicy0/Unused",
+    ]

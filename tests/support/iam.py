@@ -11,7 +11,7 @@ operator fails loudly, so a new condition is taught here before it is trusted.
 
 from __future__ import annotations
 
-import fnmatch
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +47,12 @@ class Call:
         return f"{self.action} on {self.resource}" + (f" with {keys}" if keys else "")
 
 
+def _like(value: str, pattern: str, *, ignore_case: bool = False) -> bool:
+    """IAM's wildcard match: ``*`` any run of characters, ``?`` one; nothing else special."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, re.IGNORECASE if ignore_case else 0) is not None
+
+
 def _listed(value: Any) -> tuple[Any, ...]:
     return tuple(value) if isinstance(value, list) else (value,)
 
@@ -62,7 +68,7 @@ def _condition_holds(operator: str, key: str, expected: tuple[str, ...], call: C
 
         def one(value: str) -> bool:
             if test.endswith("Like"):
-                found = any(fnmatch.fnmatchcase(value, pattern) for pattern in expected)
+                found = any(_like(value, pattern) for pattern in expected)
             else:
                 found = value in expected
             return not found if negated else found
@@ -85,12 +91,12 @@ class Statement:
     condition: Mapping[str, Mapping[str, tuple[str, ...]]]
 
     def grants(self, action: str) -> bool:
-        return any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in self.actions)
+        return any(_like(action, a, ignore_case=True) for a in self.actions)
 
     def matches(self, call: Call) -> bool:
         return (
             self.grants(call.action)
-            and any(fnmatch.fnmatchcase(call.resource, r) for r in self.resources)
+            and any(_like(call.resource, r) for r in self.resources)
             and all(
                 _condition_holds(operator, key, expected, call)
                 for operator, tests in self.condition.items()
@@ -281,7 +287,7 @@ def findings(deployed: Deployed, function: str, code_calls: Iterable[Call]) -> l
     found = [f"{role.logical_id} does not allow {call}" for call in calls if not role.allows(call)]
     for statement in role.statements:
         for action in statement.actions:
-            used = [c for c in calls if fnmatch.fnmatchcase(c.action.lower(), action.lower())]
+            used = [c for c in calls if _like(c.action, action, ignore_case=True)]
             if not any(statement.matches(c) for c in used):
                 found.append(f"{role.logical_id} grants {action} in {statement}, never called")
             if "*" in action:
