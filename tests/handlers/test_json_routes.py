@@ -10,7 +10,10 @@ from typing import Any
 import boto3
 import pytest
 
+from capsule_oauth import config
 from capsule_oauth.config import Settings
+from capsule_oauth.errors import ConfigError
+from capsule_oauth.store.connections import ConnectionStore
 from capsule_oauth.web import json_api
 from local.lambda_container import Invoke
 from local.stack import Stack, load_event
@@ -221,3 +224,101 @@ def test_an_aws_fault_on_a_read_route_is_a_503_too(
 
     refused(answer, 503, "unavailable")
     assert answer["headers"]["Retry-After"] == "2"
+
+
+# --- ManagementCallerArns ----------------------------------------------------------------------
+
+BACKEND = "arn:aws:iam::123456789012:user/app-backend"  # who signed the events/ files
+ROLE = "arn:aws:iam::123456789012:role/service/app-role"
+
+
+def as_caller(event: dict[str, Any], arn: str | None) -> dict[str, Any]:
+    if arn is None:
+        del event["requestContext"]["authorizer"]
+    else:
+        event["requestContext"]["authorizer"]["iam"]["userArn"] = arn
+    return event
+
+
+def allow_callers(monkeypatch: pytest.MonkeyPatch, arns: str) -> None:
+    monkeypatch.setenv("MANAGEMENT_CALLER_ARNS", arns)
+    config.settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("function", "event_file"),
+    [
+        ("ConnectSessionsFunction", "connect-session.json"),
+        ("ConnectionsFunction", "list-connections.json"),
+        ("ConnectionsFunction", "get-connection.json"),
+        ("AccessTokenFunction", "access-token.json"),
+        ("DisconnectFunction", "disconnect-force.json"),
+    ],
+)
+def test_a_caller_outside_management_caller_arns_gets_a_403_and_nothing_happens(
+    settings: Settings,
+    fake_capsule: FakeCapsule,
+    invoke: Invoke,
+    monkeypatch: pytest.MonkeyPatch,
+    function: str,
+    event_file: str,
+) -> None:
+    cid, _ = seed_owned(settings, fake_capsule, "user-42")
+    before = ConnectionStore(settings).get(cid)
+    allow_callers(monkeypatch, ROLE)
+    event = as_caller(load_event(event_file), BACKEND)
+    if "connection_id" in (event.get("pathParameters") or {}):
+        event["pathParameters"] = {"connection_id": cid}
+
+    answer = invoke(function, event)
+
+    assert "ManagementCallerArns" in refused(answer, 403, "caller_not_allowed")
+    assert ConnectionStore(settings).get(cid) == before
+    assert fake_capsule.revoke_requests == []
+    assert items_in_state_table() == 0
+
+
+def items_in_state_table() -> int:
+    table = config.settings().state_table
+    return int(boto3.client("dynamodb").scan(TableName=table)["Count"])
+
+
+@pytest.mark.parametrize(
+    ("allowed", "caller", "admitted"),
+    [
+        ("", BACKEND, True),  # nothing listed: IAM alone decides
+        (BACKEND, BACKEND, True),
+        (f"{ROLE}, {BACKEND}", BACKEND, True),
+        (ROLE, "arn:aws:sts::123456789012:assumed-role/app-role/session-1", True),
+        (ROLE, "arn:aws:sts::123456789012:assumed-role/other-role/session-1", False),
+        (ROLE, "arn:aws:sts::999999999999:assumed-role/app-role/session-1", False),
+        (ROLE, "arn:aws-cn:sts::123456789012:assumed-role/app-role/session-1", False),
+        (ROLE, "arn:aws:iam::123456789012:user/app-role", False),
+        (BACKEND, "arn:aws:iam::123456789012:user/app-backend-2", False),
+        (BACKEND, None, False),  # no IAM identity at all
+    ],
+)
+def test_which_callers_management_caller_arns_admits(
+    settings: Settings,
+    invoke: Invoke,
+    monkeypatch: pytest.MonkeyPatch,
+    allowed: str,
+    caller: str | None,
+    admitted: bool,
+) -> None:
+    allow_callers(monkeypatch, allowed)
+    event = as_caller(load_event("list-connections.json"), caller)
+
+    answer = invoke("ConnectionsFunction", event)
+
+    assert answer["statusCode"] == (200 if admitted else 403)
+
+
+@pytest.mark.parametrize("wrong", ["app-backend", "arn:aws:s3:::bucket", "arn:aws:iam::12:user/x"])
+def test_a_management_caller_arns_that_is_no_iam_arn_is_refused_when_settings_load(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, wrong: str
+) -> None:
+    monkeypatch.setenv("MANAGEMENT_CALLER_ARNS", f"{BACKEND},{wrong}")
+
+    with pytest.raises(ConfigError, match="MANAGEMENT_CALLER_ARNS"):
+        Settings.from_env()
