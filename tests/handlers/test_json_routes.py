@@ -246,7 +246,7 @@ def allow_callers(monkeypatch: pytest.MonkeyPatch, arns: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("function", "event_file"),
+    "route",
     [
         ("ConnectSessionsFunction", "connect-session.json"),
         ("ConnectionsFunction", "list-connections.json"),
@@ -260,9 +260,9 @@ def test_a_caller_outside_management_caller_arns_gets_a_403_and_nothing_happens(
     fake_capsule: FakeCapsule,
     invoke: Invoke,
     monkeypatch: pytest.MonkeyPatch,
-    function: str,
-    event_file: str,
+    route: tuple[str, str],
 ) -> None:
+    function, event_file = route
     cid, _ = seed_owned(settings, fake_capsule, "user-42")
     before = ConnectionStore(settings).get(cid)
     allow_callers(monkeypatch, ROLE)
@@ -299,7 +299,6 @@ def items_in_state_table() -> int:
     ],
 )
 def test_which_callers_management_caller_arns_admits(
-    settings: Settings,
     invoke: Invoke,
     monkeypatch: pytest.MonkeyPatch,
     allowed: str,
