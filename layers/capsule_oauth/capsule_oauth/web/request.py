@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,10 @@ def origin(request: APIGatewayProxyEventV2) -> tuple[str, str]:
     return scheme, request.request_context.domain_name
 
 
+# What API Gateway puts in requestContext.domainName: a host name, or host:port locally.
+_HOST = re.compile(r"^[A-Za-z0-9.\[\]:-]{1,300}$")
+
+
 def is_text(value: object) -> bool:
     """A string that survives UTF-8 (a lone surrogate does not)."""
     if not isinstance(value, str):
@@ -48,7 +53,10 @@ def well_formed(event: object) -> bool:
     if not isinstance(event, dict):
         return False
     context = event.get("requestContext")
-    if not isinstance(context, dict) or not is_text(context.get("domainName")):
+    if not isinstance(context, dict):
+        return False
+    domain = context.get("domainName")
+    if not isinstance(domain, str) or not _HOST.fullmatch(domain):
         return False
     query = event.get("queryStringParameters")
     if query is not None and not (
