@@ -212,6 +212,19 @@ def test_a_route_declares_its_own_body_cap_and_error_answers(settings: Settings)
     assert "1024 KiB" in refused(proxy(event), 413, "request_too_large")
 
 
+def test_raw_body_gives_the_bytes_sent_for_routes_that_pass_a_body_on() -> None:
+    binary = bytes(range(256))
+
+    assert (
+        json_api.raw_body({"body": base64.b64encode(binary).decode(), "isBase64Encoded": True})
+        == binary
+    )
+    assert json_api.raw_body({"body": "ü", "isBase64Encoded": False}) == "ü".encode()
+    assert json_api.raw_body({}) == b""
+    with pytest.raises(json_api.BadRequest, match="not UTF-8"):
+        json_api.raw_body({"body": "\ud800"})
+
+
 def test_an_aws_fault_on_a_read_route_is_a_503_too(
     settings: Settings, fake_capsule: FakeCapsule, invoke: Invoke
 ) -> None:

@@ -157,6 +157,25 @@ def _check_values(value: object) -> None:
             pending.extend((child, depth + 1) for child in children)
 
 
+def raw_body(event: dict[str, Any]) -> bytes:
+    """The request body's bytes as the client sent them (base64 decoded), b"" for none; a
+    BadRequest when it cannot be (routes that pass a body on, not parse it, start here)."""
+    raw = event.get("body")
+    if raw is None:
+        return b""
+    if not isinstance(raw, str):
+        raise _malformed("The body must be text.")
+    if event.get("isBase64Encoded") is True:
+        try:
+            return base64.b64decode(raw, validate=True)
+        except binascii.Error:
+            raise _malformed("The body is marked base64 but does not decode.") from None
+    try:
+        return raw.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no client sent that as UTF-8
+        raise _malformed("The body is not UTF-8 text.") from None
+
+
 def body(event: dict[str, Any]) -> dict[str, Any]:
     """The request's JSON object body, or a BadRequest saying what is wrong with it.
 
@@ -164,20 +183,13 @@ def body(event: dict[str, Any]) -> dict[str, Any]:
     Infinity, strings must be valid Unicode and nesting stays within MAX_BODY_DEPTH.
     (json_route has already refused a body over the route's size cap.)
     """
-    raw = event.get("body")
-    if raw is None or raw == "":
+    data = raw_body(event)
+    if not data:
         raise _malformed("The body must be a JSON object; it is empty.")
-    if not isinstance(raw, str):
-        raise _malformed("The body must be a JSON object.")
-    if event.get("isBase64Encoded") is True:
-        try:
-            raw = base64.b64decode(raw, validate=True).decode("utf-8")
-        except binascii.Error:
-            raise _malformed("The body is marked base64 but does not decode.") from None
-        except UnicodeDecodeError:
-            raise _malformed("The body is not UTF-8 text.") from None
-    if not request.is_text(raw):
-        raise _malformed("The body is not UTF-8 text.")
+    try:
+        raw = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _malformed("The body is not UTF-8 text.") from None
     try:
         parsed = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_not_a_number)
     except RecursionError:
