@@ -209,7 +209,7 @@ def test_a_route_declares_its_own_body_cap_and_error_answers(settings: Settings)
     event["body"] = json.dumps({"busy": True})
     refused(proxy(event), 429, "busy")
     event["body"] = json.dumps({"data": "x" * (1024 * 1024)})
-    assert "1024 KiB" in refused(proxy(event), 413, "request_too_large")
+    assert "1 MiB" in refused(proxy(event), 413, "request_too_large")
 
 
 def test_raw_body_gives_the_bytes_sent_for_routes_that_pass_a_body_on() -> None:

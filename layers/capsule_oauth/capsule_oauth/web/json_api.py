@@ -280,11 +280,9 @@ def _refusal(event: dict[str, Any], iam: bool, max_body_bytes: int) -> dict[str,
             " ManagementCallerArns.",
         )
     if _body_size(event) > max_body_bytes:
-        return error(
-            413,
-            "request_too_large",
-            f"The request body is larger than {max_body_bytes // 1024} KiB.",
-        )
+        mib, kib = divmod(max_body_bytes, 1024 * 1024)
+        cap = f"{mib} MiB" if not kib else f"{max_body_bytes // 1024} KiB"
+        return error(413, "request_too_large", f"The request body is larger than {cap}.")
     return None
 
 
