@@ -121,18 +121,34 @@ def test_capsule_down_after_expiry_is_token_unavailable(
         get_access_token(CID)
 
 
-def test_a_lease_held_too_long_elsewhere_is_token_unavailable(
+def test_a_lease_held_too_long_elsewhere_is_token_unavailable_once_the_token_expired(
     settings: Settings, fake_capsule: FakeCapsule, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seed(settings, fake_capsule, expires_at=T0 + 60)  # a 60 s token: refreshed in its last 30 s
+    seed(settings, fake_capsule, expires_at=T0 + 60)
+    connections.ConnectionStore(settings).acquire_lease(
+        CID, owner="elsewhere", now=T0 + 61, lease_seconds=3600
+    )
+    monkeypatch.setattr(tokens, "_POLL_SECONDS", 0.0)
+
+    with time_machine.travel(T0 + 61, tick=True), pytest.raises(TokenUnavailable):
+        get_access_token(CID, settings=replace(settings, lease_wait_seconds=0.05))
+
+    assert fake_capsule.token_requests == []
+
+
+def test_a_lease_held_too_long_elsewhere_serves_the_stored_token_while_it_is_valid(
+    settings: Settings, fake_capsule: FakeCapsule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grant = seed(settings, fake_capsule, expires_at=T0 + 60)  # refreshed in its last 30 s
     connections.ConnectionStore(settings).acquire_lease(
         CID, owner="elsewhere", now=T0 + 40, lease_seconds=3600
     )
     monkeypatch.setattr(tokens, "_POLL_SECONDS", 0.0)
 
-    with time_machine.travel(T0 + 40, tick=True), pytest.raises(TokenUnavailable):
-        get_access_token(CID, settings=replace(settings, lease_wait_seconds=0.05))
+    with time_machine.travel(T0 + 40, tick=True):
+        token = get_access_token(CID, settings=replace(settings, lease_wait_seconds=0.05))
 
+    assert token == grant["access_token"]  # 20 s left: better than no token at all
     assert fake_capsule.token_requests == []
 
 

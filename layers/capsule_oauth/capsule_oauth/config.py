@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -83,6 +84,21 @@ def _url(env: Mapping[str, str], name: str, default: str) -> str:
     return value.rstrip("/")
 
 
+# An IAM user or role (or an STS session) of any partition: what requestContext.authorizer.iam
+# names as userArn.
+_CALLER_ARN = re.compile(r"^arn:aws(-[a-z]+)*:(iam|sts)::\d{12}:[A-Za-z0-9+=,.@_/-]+$")
+
+
+def _caller_arns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    arns = tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+    for arn in arns:
+        if not _CALLER_ARN.fullmatch(arn):
+            raise ConfigError(
+                f"{name}: {arn!r} is not an IAM ARN such as arn:aws:iam::123456789012:role/app"
+            )
+    return arns
+
+
 @dataclass(frozen=True)
 class Settings:
     state_table: str
@@ -111,6 +127,7 @@ class Settings:
     refresh_failing_threshold: int = 3  # failures in a row that make "Refresh Failing"
     event_bus_name: str = "default"  # where status events go (EventsFunction)
     event_source: str = "capsule-connector"
+    management_caller_arns: tuple[str, ...] = ()  # empty: any caller IAM lets through
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -171,6 +188,7 @@ class Settings:
             ),
             event_bus_name=env.get("EVENT_BUS_NAME", "").strip() or cls.event_bus_name,
             event_source=env.get("EVENT_SOURCE", "").strip() or cls.event_source,
+            management_caller_arns=_caller_arns(env, "MANAGEMENT_CALLER_ARNS"),
         )
 
 

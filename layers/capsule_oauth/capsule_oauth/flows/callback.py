@@ -164,11 +164,18 @@ def _save(settings: Settings, tokens: TokenResponse, state: StateRecord) -> Iden
 def _revoke_replaced(
     settings: Settings, store: ConnectionStore, connection_id: str, sealed: bytes, new: TokenPair
 ) -> None:
-    """Best effort: the grant a reconnect replaced must not stay live at Capsule."""
+    """Best effort: the grant a reconnect replaced must not stay live at Capsule, neither its
+    refresh token nor the access token it issued (as disconnect revokes both)."""
     try:
         previous = store.unseal(connection_id, sealed)
         if previous.refresh_token != new.refresh_token:
             token_endpoint.revoke(settings, token=previous.refresh_token)
+        if previous.access_token != new.access_token:
+            token_endpoint.revoke(
+                settings,
+                token=previous.access_token,
+                token_type_hint="access_token",  # noqa: S106 - an RFC 7009 hint name
+            )
     except Exception as error:  # the person is connected: never block them on this
         reason = getattr(error, "reason", type(error).__name__)
         count_by("ReplacedGrantRevokeFailed", "reason", reason)

@@ -155,6 +155,20 @@ class ConnectionStore:
         item = response.get("Item")
         return Connection.from_item(item) if item else None
 
+    def status_of(self, connection_id: str) -> tuple[str, int] | None:
+        """(status, version) as stored now, or None: a small consistent read, no tokens."""
+        response = aws.dynamodb().get_item(
+            TableName=self._table,
+            Key={"connection_id": _s(connection_id)},
+            ConsistentRead=True,
+            ProjectionExpression="#status, version",
+            ExpressionAttributeNames={"#status": "status"},
+        )
+        item = response.get("Item")
+        if not item or "status" not in item:
+            return None
+        return item["status"]["S"], int(item.get("version", {}).get("N", "0"))
+
     def due_ids(self, *, now: int, page_size: int = 500) -> Iterator[str]:
         """Ids of active connections whose ``refresh_due_at`` has come, oldest first, lazily."""
         dynamodb = aws.dynamodb()
