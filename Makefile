@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml layers/capsule_oauth/requirements.txt
 
 venv: $(STAMP) ## create .venv with everything needed to develop, test and run locally
 
-check: lint typecheck template iac-scan build ## ruff, ruff format --check, mypy, sam validate --lint, cfn-lint, no dependency cycle after the SAM transform, checkov, sam build
+check: lint typecheck template iac-scan build ## ruff, ruff format --check, mypy, sam validate --lint, cfn-lint, no dependency cycle and least privilege after the SAM transform, checkov, sam build
 
 lint: $(STAMP) ## ruff check and ruff format --check
 	ruff check .
@@ -45,10 +45,11 @@ lint: $(STAMP) ## ruff check and ruff format --check
 typecheck: $(STAMP) ## mypy, strict
 	mypy
 
-template: $(STAMP) ## sam validate --lint, cfn-lint, and no dependency cycle after the SAM transform
+template: $(STAMP) ## sam validate --lint, cfn-lint, no dependency cycle and least privilege after the SAM transform
 	sam validate --lint --template template.yaml
 	cfn-lint template.yaml
 	$(PY) -m local.deployable template.yaml
+	$(PY) -m pytest -q -p no:randomly tests/handlers/test_least_privilege.py
 
 $(CHECKOV_STAMP):
 	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)

@@ -115,6 +115,7 @@ class LocalDeployment(LocalControl):
     emulator: CapsuleEmulator | None = None
     stack: Stack | None = None
     _moto: Any = None
+    _atomic: contextlib.ExitStack[bool | None] = field(default_factory=contextlib.ExitStack)
     _gateway: Gateway | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _invoke_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -156,9 +157,14 @@ class LocalDeployment(LocalControl):
     def _start(self) -> None:
         from moto.server import ThreadedMotoServer
 
+        from local.stack import atomic_dynamodb
+
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no request log: URLs carry codes
         for spec in self.template.functions():
             mount_layers(spec)
+        # DynamoDB applies each request atomically; moto, serving threads, does not unless
+        # told: two callers could both pass one conditional write (the refresh lease).
+        self._atomic.enter_context(atomic_dynamodb())
         self._moto = ThreadedMotoServer(ip_address=self.host, port=self.ports.aws, verbose=False)
         self._moto.start()
         os.environ.update(_AWS_ENV)
@@ -224,9 +230,9 @@ class LocalDeployment(LocalControl):
         stack = self.created
         environment = stack.environment("EventsFunction")
         mapping = next(
-            event["Properties"]
-            for event in self.template.function("EventsFunction").events.values()
-            if event["Type"] == "DynamoDB"
+            properties
+            for properties in self.template.of_type("AWS::Lambda::EventSourceMapping").values()
+            if properties["FunctionName"] == {"Ref": "EventsFunction"}
         )
         self._status_queue = BusQueue.create(
             bus=environment["EVENT_BUS_NAME"],
@@ -267,6 +273,7 @@ class LocalDeployment(LocalControl):
         if self._moto is not None:
             with contextlib.suppress(Exception):
                 self._moto.stop()
+        self._atomic.close()
         if self.write_state_file:
             STATE_FILE.unlink(missing_ok=True)
 

@@ -4,16 +4,25 @@ Each request matching an ``HttpApi`` event of template.yaml becomes an API Gatew
 payload 2.0 event and is passed to that function's handler, in this process, with a fresh
 Lambda context: what ``sam local start-api`` does, without Docker. The landing page at ``/``
 and the ``/_local/*`` endpoints exist only here, to look at and poke the stack.
+
+The gateway holds real Capsule tokens when pointed at real Capsule, so it answers only
+requests addressed to this machine (``Host`` localhost, 127.0.0.1 or [::1]: no DNS
+rebinding), and a POST to a local endpoint must carry this process's CSRF token, which the
+landing page puts in each of its forms (no cross-site form can).
 """
 
 from __future__ import annotations
 
 import base64
+import hmac
 import json
+import re
+import secrets
 import threading
 import traceback
 import uuid
 from datetime import UTC, datetime
+from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -100,6 +109,32 @@ def match_route(routes: list[Route], method: str, path: str) -> tuple[Route | No
     return None, {}
 
 
+_LOCAL_HOST = re.compile(r"(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?", re.IGNORECASE)
+_POST_FORM = re.compile(r"<form\b[^>]*\bmethod=[\"']?post\b[^>]*>", re.IGNORECASE)
+CSRF_FIELD = "csrf_token"  # the form field; programs may send the X-CSRF-Token header instead
+
+
+class Refused(Exception):
+    """A request the gateway answers 403 without running anything; ``message`` says why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def refused_host(host: str | None) -> str | None:
+    """Why a request for ``host`` is refused, or None for this machine's own names."""
+    if host is not None and _LOCAL_HOST.fullmatch(host.strip()):
+        return None
+    return "Forbidden: the local gateway answers only Host localhost, 127.0.0.1 or [::1]."
+
+
+def with_csrf_token(html: str, token: str) -> str:
+    """``html`` with the CSRF token in each of its POST forms."""
+    field = f'<input type=hidden name={CSRF_FIELD} value="{escape(token, quote=True)}">'
+    return _POST_FORM.sub(lambda form: form.group(0) + field, html)
+
+
 def _response_parts(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     """Status, headers and body of a handler's result, as API Gateway would send them."""
     if not isinstance(result, dict) or "statusCode" not in result:
@@ -160,6 +195,7 @@ class Gateway:
         self.credentials = credentials  # who may call the AWS_IAM routes
         self.invoke = invoke
         self.control = control
+        self.csrf_token = secrets.token_urlsafe(32)  # one per process, in the page's forms
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -211,6 +247,9 @@ class Gateway:
         body = request.rfile.read(length) if length else b""
         route, path_parameters = match_route(self.routes, request.command, parts.path)
         try:
+            refusal = refused_host(request.headers.get("Host"))
+            if refusal:
+                raise Refused(refusal)
             if route is not None:
                 caller = None
                 if route.authorizer == "AWS_IAM":
@@ -240,13 +279,22 @@ class Gateway:
             else:
                 form = body.decode("utf-8", "replace") if body else ""
                 query = "&".join(filter(None, [parts.query, form]))
+                if request.command == "POST":
+                    sent = request.headers.get("X-CSRF-Token") or dict(parse_qsl(query)).get(
+                        CSRF_FIELD, ""
+                    )
+                    if not hmac.compare_digest(sent.encode(), self.csrf_token.encode()):
+                        raise Refused(
+                            "Forbidden: a POST to the local stack needs the landing page's"
+                            f" {CSRF_FIELD} (form field) or X-CSRF-Token header."
+                        )
                 cookies = dict(
                     pair.strip().split("=", 1)
                     for pair in (request.headers.get("Cookie") or "").split(";")
                     if "=" in pair
                 )
                 status, headers, payload = self._local(request.command, parts.path, query, cookies)
-        except sigv4.SignatureRejected as refusal:  # API Gateway's answer; no handler runs
+        except (sigv4.SignatureRejected, Refused) as refusal:  # no handler runs
             status, headers = 403, [("Content-Type", "application/json")]
             payload = json.dumps({"message": refusal.message}).encode()
         except Exception as error:  # the stand-in for API Gateway's own 500
@@ -271,12 +319,15 @@ class Gateway:
         if params.get("capsule_result"):  # confirmed for the user the app has signed in
             owner = cookies.get(CONFIRM_AS_COOKIE) or cookies.get(APP_USER_COOKIE) or "demo-user-1"
             confirmed = {"owner": owner, **self.control.confirm(params["capsule_result"], owner)}
-        html = landing_page(
-            self.control.connections(),
-            self.control.describe(),
-            params,
-            self.control.pump_status_events(),
-            confirmed=confirmed,
+        html = with_csrf_token(
+            landing_page(
+                self.control.connections(),
+                self.control.describe(),
+                params,
+                self.control.pump_status_events(),
+                confirmed=confirmed,
+            ),
+            self.csrf_token,
         )
         return (
             200,

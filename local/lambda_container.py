@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -24,6 +25,10 @@ from local.stack import ACCOUNT, REGION, FunctionSpec, Template
 Handler = Callable[[dict[str, Any], Any], Any]
 # Runs a function, named by its logical id in template.yaml, on an event.
 Invoke = Callable[[str, dict[str, Any]], Any]
+
+# Held while a handler module imports: a concurrent first request waits for the finished
+# module instead of finding a half-imported one in sys.modules.
+_IMPORT_LOCK = threading.RLock()
 
 
 @dataclass
@@ -68,18 +73,24 @@ def load_handler(spec: FunctionSpec) -> Handler:
     """Import the function's handler module from its file, as Lambda does, under its own name.
 
     Every function's module is called ``app``; each gets a distinct name in sys.modules, and
-    is imported once per process, as a warm container keeps it.
+    is imported once per process, as a warm container keeps it, under a lock: concurrent
+    first requests all get the finished module.
     """
-    mount_layers(spec)
     name = f"_handler_{spec.logical_id}"
-    module = sys.modules.get(name)
-    if module is None:
-        loader_spec = importlib.util.spec_from_file_location(name, spec.handler_path)
-        if loader_spec is None or loader_spec.loader is None:
-            raise ImportError(f"cannot load {spec.handler_path}")
-        module = importlib.util.module_from_spec(loader_spec)
-        sys.modules[name] = module
-        loader_spec.loader.exec_module(module)
+    with _IMPORT_LOCK:
+        mount_layers(spec)
+        module = sys.modules.get(name)
+        if module is None:
+            loader_spec = importlib.util.spec_from_file_location(name, spec.handler_path)
+            if loader_spec is None or loader_spec.loader is None:
+                raise ImportError(f"cannot load {spec.handler_path}")
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules[name] = module  # as import does: the module may import itself
+            try:
+                loader_spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[name]  # a failed import leaves nothing half-made behind
+                raise
     handler: Handler = getattr(module, spec.attribute)
     return handler
 

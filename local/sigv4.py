@@ -2,8 +2,11 @@
 
 The local gateway serves the template's IAM routes only to requests signed for
 ``execute-api`` with credentials it knows (the local stack's); anything else gets the 403
-API Gateway would answer. Built from the published algorithm with the standard library, so
-a client that signs with botocore, curl ``--aws-sigv4`` or any other SDK is checked the same.
+API Gateway would answer. The body is always hashed as received: a claimed
+``X-Amz-Content-Sha256`` must match it and ``UNSIGNED-PAYLOAD`` is refused, so a captured
+request cannot be replayed with another body. Built from the published algorithm with the
+standard library, so a client that signs with botocore, curl ``--aws-sigv4`` or any other
+SDK is checked the same.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ _AUTHORIZATION = re.compile(
 
 
 class SignatureRejected(Exception):
-    """The request is not signed, or not signed right; ``message`` is API Gateway's answer."""
+    """The request is not signed, or not signed right; ``message`` is API Gateway's answer
+    and says why (safe to log: it never holds the signature or a secret)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -95,7 +99,7 @@ def signature(
     canonical_headers = "".join(
         f"{name}:{' '.join(lowered.get(name, '').split())}\n" for name in signed_headers
     )
-    payload_hash = lowered.get("x-amz-content-sha256") or hashlib.sha256(body).hexdigest()
+    payload_hash = hashlib.sha256(body).hexdigest()  # the body received, never a claim about it
     canonical_request = "\n".join(
         [
             method.upper(),
@@ -153,6 +157,11 @@ def verify(
     current = time.time() if now is None else now
     if abs(current - signed_at.timestamp()) > MAX_SKEW_SECONDS:
         raise SignatureRejected("Signature expired.")
+    claimed = lowered.get("x-amz-content-sha256")
+    if claimed is not None and claimed.strip().lower() != hashlib.sha256(body).hexdigest():
+        if claimed.strip().upper().startswith(("UNSIGNED-PAYLOAD", "STREAMING-")):
+            raise SignatureRejected("The request body must be signed: UNSIGNED-PAYLOAD is refused.")
+        raise SignatureRejected("X-Amz-Content-Sha256 does not match the request body.")
     expected = signature(
         known.secret_key,
         method=method,

@@ -23,7 +23,9 @@ from capsule_oauth.web import json_api
 def access_token(event: dict[str, Any]) -> dict[str, Any]:
     connection_id = json_api.connection_id(event)
     try:
-        token = current_token(connection_id)
+        # Read the status and version on every call: a disconnect or a reconnect that has
+        # answered must show in this container at once, not after TokenCacheSeconds.
+        token = current_token(connection_id, recheck=True)
     except ConnectionNotFound:
         return json_api.error(404, "not_found", "No connection has that id.")
     except ReauthorizationRequired as needed:

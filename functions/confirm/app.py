@@ -8,8 +8,6 @@ expired or discarded → 404 ``result_not_found``. The result is never logged.
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
@@ -21,30 +19,16 @@ from capsule_oauth.flows.confirm import confirm_connection
 from capsule_oauth.observability import logger, metrics
 from capsule_oauth.web import json_api
 
-_FIELDS = {"result", "owner"}
-_MAX_BODY = 4096
-
 
 def _body(event: dict[str, Any]) -> tuple[str, str]:
     """(result, owner) from the JSON body, or a BadRequest saying what is wrong."""
-    raw = event.get("body") or ""
-    try:
-        if event.get("isBase64Encoded"):
-            raw = base64.b64decode(raw).decode("utf-8")
-        body = json.loads(raw) if len(raw) <= _MAX_BODY else None
-    except (ValueError, UnicodeDecodeError):
-        body = None
-    if not isinstance(body, dict):
-        raise json_api.BadRequest("invalid_request", "The body must be a JSON object.")
-    unknown = sorted(set(body) - _FIELDS)
-    if unknown:
-        raise json_api.BadRequest("invalid_request", f"Unknown field(s): {', '.join(unknown)}.")
-    result, owner = body.get("result"), body.get("owner")
-    if not isinstance(result, str) or not result:
+    wanted = json_api.fields(json_api.body(event), required=("result", "owner"))
+    result, owner = wanted["result"], wanted["owner"]
+    if not result:
         raise json_api.BadRequest(
             "invalid_request", "result is required: the capsule_result of the return URL."
         )
-    if not isinstance(owner, str) or not owners.is_valid(owner):
+    if not owner or not owners.is_valid(owner):
         raise json_api.BadRequest("invalid_owner", f"{owners.RULE}.")
     return result, owner
 

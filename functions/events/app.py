@@ -1,8 +1,9 @@
 """ConnectionsTable stream: publish each status transition of a connection to EventBridge.
 
-Partial batch responses (Powertools): a record whose event could not be put is reported
-failed, and Lambda retries from it (bisecting, then to the on-failure queue); the records
-before it are done. Records with no transition succeed at once.
+Partial batch responses (Powertools): a record whose event could not be put, or that could
+not be understood, is reported failed, and Lambda retries from it (bisecting, then to the
+on-failure queue); the records before it are done, and every other record's event is still
+published. Records with no transition succeed at once.
 """
 
 from __future__ import annotations
@@ -27,23 +28,25 @@ processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 
 class EventNotPublished(Exception):
     """This record's status event was not put on the bus (or an earlier one of its
-    connection's in this batch was not): the stream retries it."""
+    connection's in this batch was not, or the record could not be understood): the stream
+    retries it."""
 
 
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     configured = settings()
-    pending = status_events.pending(
-        event.get("Records") or [], configured.refresh_failing_threshold
-    )
+    derived = status_events.derive(event.get("Records") or [], configured.refresh_failing_threshold)
     failed = status_events.publish(
-        aws.events(), pending, bus=configured.event_bus_name, source=configured.event_source
+        aws.events(), derived.events, bus=configured.event_bus_name, source=configured.event_source
     )
-    if published := len(pending) - len(failed):
+    if published := len(derived.events) - len(failed):
         count("StatusEventPublished", published)
     if failed:
         count("StatusEventFailed", len(failed))
+    if derived.unreadable:
+        count("StatusEventUnreadable", len(derived.unreadable))
+        failed |= derived.unreadable
 
     def record_handler(record: DynamoDBRecord) -> None:
         if record.dynamodb is not None and record.dynamodb.sequence_number in failed:

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def http(local_deployment: RunningDeployment) -> Iterator[requests.Session]:
     with requests.Session() as session:
+        session.headers["X-CSRF-Token"] = local_deployment.csrf_token()  # as the page's forms
         yield session
     requests.delete(f"{local_deployment.capsule_url}/_emulator/faults", timeout=5)
 
@@ -40,7 +41,7 @@ def start(
     answers (where Capsule is, the binding cookie to send back)."""
     made = http.post(
         f"{stack.url}/_local/connect",
-        data={"owner": owner, "return_here": "1"},
+        data={"owner": owner, "return_here": "1", "csrf_token": stack.csrf_token()},
         allow_redirects=False,
         timeout=10,
     )
@@ -187,7 +188,14 @@ def test_the_scheduled_refresh_runs_through_the_function(
 ) -> None:
     report = http.post(f"{local_deployment.url}/_local/refresh", timeout=30).json()
 
-    assert set(report) == {"due", "outcomes", "failures", "stopped_early", "pending_discarded"}
+    assert set(report) == {
+        "due",
+        "outcomes",
+        "failures",
+        "skipped",
+        "stopped_early",
+        "pending_discarded",
+    }
     assert report["stopped_early"] is False
 
 

@@ -29,6 +29,7 @@ ROUTES = [
 @pytest.fixture
 def http(local_deployment: RunningDeployment) -> Iterator[requests.Session]:
     with requests.Session() as session:
+        session.headers["X-CSRF-Token"] = local_deployment.csrf_token()  # as the page's forms
         yield session
 
 

@@ -14,6 +14,8 @@ import time_machine
 from capsule_oauth.capsule import api
 from capsule_oauth.errors import TokenDecryptionError
 from capsule_oauth.store import crypto
+from local.capsule_emulator import api as emulator_api
+from local.capsule_emulator.store import CapsuleStore
 from local.lambda_container import Invoke
 from local.stack import Stack, load_event
 from tests.support.capsule_fake import CLIENT_ID, CLIENT_SECRET, FakeCapsule, Reply
@@ -117,6 +119,48 @@ def test_saved_connection_holds_identity_expiry_and_status(
     assert item["refresh_due_at"]["N"] == str(1_900_000_000 + 604799 - 86400)
     assert item["refresh_queue"]["S"] == "active"
     assert item["version"]["N"] == "1"
+
+
+def _unnamed_site(monkeypatch: pytest.MonkeyPatch, *, url: bool) -> None:
+    """Capsule names the account neither in the token response nor in /site's field."""
+    token_json = CapsuleStore.token_json
+    site = emulator_api.site
+
+    def without_subdomain(store: CapsuleStore, grant: Any) -> dict[str, Any]:
+        return {k: v for k, v in token_json(store, grant).items() if k != "subdomain"}
+
+    def unnamed(account: Any) -> dict[str, object]:
+        kept = ("name", "url") if url else ("name",)
+        return {k: v for k, v in site(account).items() if k in kept}
+
+    monkeypatch.setattr(CapsuleStore, "token_json", without_subdomain)
+    monkeypatch.setattr(emulator_api, "site", unnamed)
+
+
+def test_the_subdomain_comes_from_the_sites_url_when_nothing_else_names_it(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _unnamed_site(monkeypatch, url=True)
+
+    response = connect(invoke, fake_capsule)
+
+    assert response["statusCode"] == 200
+    (item,) = connection_items(stack)
+    assert item["connection_id"]["S"] == "exampleco:1"
+    assert item["subdomain"]["S"] == "exampleco"
+    assert item["site_url"]["S"] == "https://exampleco.capsulecrm.com"
+
+
+def test_a_site_nothing_names_is_refused_and_its_grant_given_back(
+    stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _unnamed_site(monkeypatch, url=False)
+
+    response = connect(invoke, fake_capsule)
+
+    assert response["statusCode"] == 502
+    assert connection_items(stack) == []
+    assert fake_capsule.refresh_tokens == {}
 
 
 def test_stored_tokens_are_encrypted_and_bound_to_the_connection_id(
@@ -476,7 +520,8 @@ def test_dynamodb_failure_while_saving_gives_a_page_not_a_crash(
 
     response = invoke("CallbackFunction", callback_event(started))
 
-    assert response["statusCode"] == 500
+    assert response["statusCode"] == 503  # an AWS fault: try again shortly
+    assert int(response["headers"]["Retry-After"]) > 0
     assert "nothing was saved" in response["body"]
     assert len(fake_capsule.revoke_requests) == 1
     assert fake_capsule.refresh_tokens == {}

@@ -389,6 +389,8 @@ def test_reconnecting_replaces_the_grant_and_revokes_the_old_one(
     assert back_query(again)["capsule_status"] == ["reconnected"]
     assert back_query(again)["capsule_connection_id"] == [connection_id]
     assert old.refresh_token not in fake_capsule.refresh_tokens  # revoked at Capsule
+    revoked = {(r["token"], r.get("token_type_hint")) for r in fake_capsule.revoke_requests}
+    assert (old.access_token, "access_token") in revoked  # both replaced tokens, as disconnect
 
 
 def test_reconnecting_as_another_capsule_account_is_refused_and_changes_nothing(

@@ -220,6 +220,27 @@ def test_access_token_when_capsule_cannot_be_reached_is_a_503_with_retry_after(
     assert stored(settings, cid).status == "active"  # nothing lost: tried again later
 
 
+def test_access_token_while_capsule_is_rate_limited_says_when_it_resets(
+    settings: Settings, fake_capsule: FakeCapsule, invoke: Invoke
+) -> None:
+    cid, _ = seed_owned(settings, fake_capsule, "user-42", now=LATER - EXPIRES_IN - 60)
+    fake_capsule.token_faults.extend(
+        [(429, {"X-RateLimit-Reset": str(LATER + 45)}, '{"error": "rate limit reached"}')] * 2
+    )
+
+    answers = [
+        call(invoke, "AccessTokenFunction", "access-token.json", connection_id=cid)
+        for _ in range(2)
+    ]
+
+    assert [(status, body["error"]) for status, _, body in answers] == [
+        (503, "token_unavailable")
+    ] * 2
+    assert [headers["Retry-After"] for _, headers, _ in answers] == ["45", "45"]
+    assert len(fake_capsule.token_requests) == 1  # the second learnt it from the record
+    assert stored(settings, cid).failure_count == 0
+
+
 def test_access_token_of_an_unknown_connection_is_a_404(settings: Settings, invoke: Invoke) -> None:
     status, _, body = call(
         invoke, "AccessTokenFunction", "access-token.json", connection_id="cc_nothing"

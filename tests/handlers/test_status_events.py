@@ -11,7 +11,7 @@ import pytest
 import time_machine
 from botocore.client import BaseClient
 
-from capsule_oauth import disconnect
+from capsule_oauth import TokenUnavailable, disconnect, get_access_token, tokens
 from capsule_oauth.config import Settings
 from local import lambda_container
 from local.stack import Template, load_event
@@ -101,6 +101,27 @@ def test_failures_past_the_threshold_say_nothing_more(
         due = stored(settings).refresh_due_at or 0
 
     assert [kind for kind, _, _ in status_events.kinds()] == ["Connection Refresh Failing"]
+
+
+def test_waiting_out_capsules_rate_limit_publishes_nothing(
+    settings: Settings, fake_capsule: FakeCapsule, status_events: StatusEvents
+) -> None:
+    seed(settings, fake_capsule)
+    status_events.published()
+    expired = T0 + EXPIRES_IN + 10
+    for window in range(4):  # four 429s, each after the last one's reset: past the threshold
+        now = expired + 60 * window
+        fake_capsule.token_faults.append(
+            (429, {"X-RateLimit-Reset": str(now + 45)}, '{"error": "rate limit reached"}')
+        )
+        for second in (0, 5):  # a second caller in the window asks the record, not Capsule
+            tokens.clear_cache()
+            with time_machine.travel(now + second, tick=False), pytest.raises(TokenUnavailable):
+                get_access_token(CID)
+
+    assert len(fake_capsule.token_requests) == 4
+    assert status_events.kinds() == []
+    assert stored(settings).failure_count == 0
 
 
 def _record(
@@ -233,3 +254,53 @@ def test_the_sample_stream_event_publishes_a_created_event(
     assert event["detail-type"] == "Connection Created"
     assert event["detail"]["owner"] == "user-42"
     assert "c2VhbGVk" not in json.dumps(event)  # the sealed tokens stay out
+
+
+def _malformed(record: dict[str, Any], attribute: str, value: dict[str, str]) -> dict[str, Any]:
+    record["dynamodb"]["NewImage"][attribute] = value
+    return record
+
+
+def test_a_record_that_cannot_be_understood_fails_alone_and_the_others_publish_in_order(
+    template: Template, settings: Settings, status_events: StatusEvents
+) -> None:
+    records = [
+        _record(template, "301", "site:a", None, "active"),  # Created a
+        _malformed(_record(template, "302", "site:b", None, "active"), "version", {"S": "1"}),
+        _record(template, "303", "site:c", None, "active"),  # Created c
+        _malformed(_record(template, "304", "site:a", 1, "active"), "status", {"N": "2"}),
+        _record(template, "305", "site:a", 1, "needs_reauth"),  # a again: still published
+        _record(template, "306", "site:c", 1, "disconnected"),  # Disconnected c
+    ]
+
+    result = lambda_container.invoke(template, "EventsFunction", {"Records": records})
+
+    assert result == {"batchItemFailures": [{"itemIdentifier": "302"}, {"itemIdentifier": "304"}]}
+    published = status_events.bus.drain()
+    assert [(e["detail-type"], e["detail"]["connection_id"]) for e in published] == [
+        ("Connection Created", "site:a"),
+        ("Connection Created", "site:c"),
+        ("Connection Needs Reauth", "site:a"),
+        ("Connection Disconnected", "site:c"),
+    ]
+
+
+def test_an_item_that_cannot_be_understood_lands_in_the_failure_queue_and_others_publish(
+    settings: Settings, fake_capsule: FakeCapsule, status_events: StatusEvents
+) -> None:
+    status_events.pump.maximum_retry_attempts = 1
+    boto3.client("dynamodb").put_item(  # written by hand, not by the connector
+        TableName=settings.connections_table,
+        Item={"connection_id": {"S": "site:hand"}, "status": {"N": "1"}, "version": {"S": "1"}},
+    )
+    seed(settings, fake_capsule)
+
+    assert status_events.kinds() == [("Connection Created", CID, 1)]  # first try
+    assert status_events.kinds() == [("Connection Created", CID, 1)]  # retried from the bad one
+
+    sqs = boto3.client("sqs")
+    queue = status_events.pump.on_failure_queue_url
+    assert queue is not None
+    (message,) = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    assert json.loads(message["Body"])["DDBStreamBatchInfo"]["batchSize"] >= 2
+    assert status_events.kinds() == []  # the shard moved on

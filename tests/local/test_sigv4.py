@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from urllib.parse import urlsplit
 
@@ -88,3 +89,39 @@ def test_an_old_signature_is_refused() -> None:
 
 def test_the_secret_never_shows_in_a_repr() -> None:
     assert "local-secret" not in repr(KNOWN)
+
+
+def _signed_with_payload_hash(claimed: str, body: bytes = BODY) -> dict[str, str]:
+    """Signed as a client does that sends X-Amz-Content-Sha256 (S3-style signers do)."""
+    request = AWSRequest(
+        method="POST",
+        url=URL,
+        data=body,
+        headers={"Content-Type": "application/json", "X-Amz-Content-Sha256": claimed},
+    )
+    SigV4Auth(Credentials(KNOWN.access_key, KNOWN.secret_key), "execute-api", REGION).add_auth(
+        request
+    )
+    return dict(request.headers.items())
+
+
+def test_a_signed_content_hash_of_the_real_body_is_accepted() -> None:
+    headers = _signed_with_payload_hash(hashlib.sha256(BODY).hexdigest())
+
+    assert check(headers).access_key == "AKIALOCAL"
+
+
+def test_a_captured_request_replayed_with_another_body_is_refused() -> None:
+    # The signature covers the claimed hash, not the body: the body must be hashed itself.
+    headers = _signed_with_payload_hash(hashlib.sha256(BODY).hexdigest())
+    other = b'{"owner": "someone-else"}'
+
+    with pytest.raises(sigv4.SignatureRejected, match="does not match the request body"):
+        check(headers, body=other)
+
+
+def test_an_unsigned_payload_is_refused() -> None:
+    headers = _signed_with_payload_hash("UNSIGNED-PAYLOAD")
+
+    with pytest.raises(sigv4.SignatureRejected, match="UNSIGNED-PAYLOAD is refused"):
+        check(headers)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+import requests
 from moto import mock_aws
 
 from local.stack import ROOT, Stack, Template, create_stack
@@ -47,6 +49,13 @@ class RunningDeployment:
 
     def printed(self) -> str:
         return "\n".join(self.output)
+
+    def csrf_token(self) -> str:
+        """The token the landing page puts in its forms, which every local POST needs."""
+        page = requests.get(self.url, timeout=10).text
+        found = re.search(r'name=csrf_token value="([^"]+)"', page)
+        assert found, "the landing page's forms carry no CSRF token"
+        return found.group(1)
 
 
 @contextlib.contextmanager

@@ -282,6 +282,27 @@ def test_api_path_must_stay_under_api_v2() -> None:
         api.api_request(BASE, "tok", "GET", "https://evil.example/x", timeout=1)
 
 
+@pytest.mark.parametrize(
+    ("url", "subdomain"),
+    [
+        ("https://exampleco.capsulecrm.com", "exampleco"),
+        ("https://Example-Co.capsulecrm.com/", "example-co"),
+        (" https://exampleco.capsulecrm.com:443/path ", "exampleco"),
+        ("https://capsulecrm.com", None),
+        ("https://127.0.0.1:8080", None),
+        ("https://[::1]/", None),
+        ("https://[::1/", None),
+        ("https://-bad.capsulecrm.com", None),
+        ("not a url", None),
+        ("", None),
+        (None, None),
+        (42, None),
+    ],
+)
+def test_a_sites_url_names_its_subdomain_by_its_host(url: object, subdomain: str | None) -> None:
+    assert api.subdomain_of(url) == subdomain
+
+
 def test_client_secret_basic_sends_the_credentials_in_the_authorization_header(
     mock: responses.RequestsMock,
 ) -> None:

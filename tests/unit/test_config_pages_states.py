@@ -54,6 +54,28 @@ def test_a_wrong_setting_fails_loudly(name: str, value: str) -> None:
         Settings.from_env({**REQUIRED, name: value})
 
 
+@pytest.mark.parametrize(
+    ("env", "minimum"),
+    [
+        ({"LEASE_SECONDS": "1"}, 18),
+        ({"LEASE_SECONDS": "17"}, 18),
+        ({"HTTP_TIMEOUT_SECONDS": "55"}, 65),  # the default lease is too short for it
+        ({"HTTP_TIMEOUT_SECONDS": "20.5", "LEASE_SECONDS": "30"}, 31),
+    ],
+)
+def test_a_lease_too_short_for_one_capsule_call_is_refused_naming_the_minimum(
+    env: dict[str, str], minimum: int
+) -> None:
+    with pytest.raises(ConfigError, match=f"LEASE_SECONDS must be at least {minimum} "):
+        Settings.from_env({**REQUIRED, **env})
+
+
+def test_a_lease_of_one_capsule_call_plus_the_margin_is_enough() -> None:
+    settings = Settings.from_env({**REQUIRED, "LEASE_SECONDS": "18"})
+
+    assert (settings.lease_seconds, settings.http_timeout_seconds) == (18, 8.0)
+
+
 def test_base_url_loses_its_trailing_slash() -> None:
     settings = Settings.from_env({**REQUIRED, "CAPSULE_BASE_URL": "http://127.0.0.1:8901/"})
 

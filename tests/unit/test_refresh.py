@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -125,6 +127,7 @@ def test_refresh_handler_runs_on_the_scheduled_event(
         "due": 1,
         "outcomes": {"refreshed": 1},
         "failures": {},
+        "skipped": {},
         "stopped_early": False,
         "pending_discarded": 0,
     }
@@ -287,7 +290,49 @@ def test_rate_limit_waits_until_capsule_says_it_resets(
     report = run_refresh(settings)
 
     assert report.failures == {"RateLimited": 1}
-    assert stored(settings).refresh_due_at == DUE + 7201
+    assert stored(settings).refresh_due_at == DUE + 7200
+
+
+def test_a_429_waits_for_capsules_reset_and_does_not_escalate_the_backoff(
+    settings: Settings, fake_capsule: FakeCapsule
+) -> None:
+    seed(settings, fake_capsule)
+    fake_capsule.token_faults.extend([_json(503, "{}"), _json(503, "{}")])
+    due = DUE
+    for _ in range(2):  # two real failures: the next try is 30 minutes out
+        with time_machine.travel(due, tick=False):
+            run_refresh(settings)
+        due = stored(settings).refresh_due_at or 0
+    before = stored(settings)
+    fake_capsule.token_faults.append(
+        _json(429, '{"error": "rate limit reached"}', **{"X-RateLimit-Reset": str(due + 45)})
+    )
+
+    with time_machine.travel(due, tick=False):
+        report = run_refresh(settings)
+
+    assert report.failures == {"RateLimited": 1}
+    after = stored(settings)
+    assert (after.failure_count, after.version) == (before.failure_count, before.version)
+    assert after.refresh_due_at == after.rate_limited_until == due + 45
+    assert after.lease_owner is None
+    with time_machine.travel(due + 45, tick=False):
+        assert run_refresh(settings).outcomes == {"refreshed": 1}
+    assert stored(settings).failure_count == 0
+
+
+def test_a_429_that_does_not_say_when_it_resets_leaves_capsule_alone_for_a_minute(
+    settings: Settings, fake_capsule: FakeCapsule, at_due_time: None
+) -> None:
+    seed(settings, fake_capsule)
+    fake_capsule.token_faults.append(_json(429, '{"error": "rate limit reached"}'))
+
+    report = run_refresh(settings)
+
+    assert report.failures == {"RateLimited": 1}
+    after = stored(settings)
+    assert (after.rate_limited_until, after.refresh_due_at) == (DUE + 60, DUE + 60)
+    assert after.failure_count == 0
 
 
 def test_invalid_grant_marks_needs_reauth_once_and_leaves_the_due_index(
@@ -402,6 +447,29 @@ def test_a_run_short_of_time_stops_and_the_next_run_finishes(
     assert first.outcomes == {"refreshed": 2}
     assert second.outcomes == {"refreshed": 3}
     assert second.stopped_early is False
+
+
+def test_a_refresh_with_too_little_time_left_is_skipped_counted_and_stays_due(
+    settings: Settings, fake_capsule: FakeCapsule, at_due_time: None, log_output: io.StringIO
+) -> None:
+    seed(settings, fake_capsule)
+    before = stored(settings)
+    budget = iter([60_000, 11_000])  # enough to take it on; too little once its worker starts
+
+    report = run_refresh(settings, remaining_ms=lambda: next(budget, 11_000))
+
+    assert report.outcomes == {"skipped": 1}
+    assert report.skipped == {"NoTimeLeft": 1}
+    assert report.failures == {}
+    assert metrics.metric_set["RefreshSkipped"]["Value"] == [1.0]
+    assert refresh_requests(fake_capsule) == []
+    after = stored(settings)
+    assert (after.refresh_due_at, after.lease_owner) == (before.refresh_due_at, None)
+    assert (after.failure_count, after.version) == (0, before.version)
+    lines = [json.loads(line) for line in log_output.getvalue().splitlines()]
+    skipped = [line for line in lines if line.get("message", "").startswith("Refresh skipped")]
+    assert [(line["connection_id"], line["reason"]) for line in skipped] == [(CID, "NoTimeLeft")]
+    assert run_refresh(settings).outcomes == {"refreshed": 1}  # the next run takes it
 
 
 # --- many refreshers at once -----------------------------------------------------------------

@@ -121,19 +121,79 @@ def test_capsule_down_after_expiry_is_token_unavailable(
         get_access_token(CID)
 
 
-def test_a_lease_held_too_long_elsewhere_is_token_unavailable(
+def test_a_lease_held_too_long_elsewhere_is_token_unavailable_once_the_token_expired(
     settings: Settings, fake_capsule: FakeCapsule, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seed(settings, fake_capsule, expires_at=T0 + 60)  # a 60 s token: refreshed in its last 30 s
+    seed(settings, fake_capsule, expires_at=T0 + 60)
+    connections.ConnectionStore(settings).acquire_lease(
+        CID, owner="elsewhere", now=T0 + 61, lease_seconds=3600
+    )
+    monkeypatch.setattr(tokens, "_POLL_SECONDS", 0.0)
+
+    with time_machine.travel(T0 + 61, tick=True), pytest.raises(TokenUnavailable):
+        get_access_token(CID, settings=replace(settings, lease_wait_seconds=0.05))
+
+    assert fake_capsule.token_requests == []
+
+
+def test_a_lease_held_too_long_elsewhere_serves_the_stored_token_while_it_is_valid(
+    settings: Settings, fake_capsule: FakeCapsule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grant = seed(settings, fake_capsule, expires_at=T0 + 60)  # refreshed in its last 30 s
     connections.ConnectionStore(settings).acquire_lease(
         CID, owner="elsewhere", now=T0 + 40, lease_seconds=3600
     )
     monkeypatch.setattr(tokens, "_POLL_SECONDS", 0.0)
 
-    with time_machine.travel(T0 + 40, tick=True), pytest.raises(TokenUnavailable):
-        get_access_token(CID, settings=replace(settings, lease_wait_seconds=0.05))
+    with time_machine.travel(T0 + 40, tick=True):
+        token = get_access_token(CID, settings=replace(settings, lease_wait_seconds=0.05))
 
+    assert token == grant["access_token"]  # 20 s left: better than no token at all
     assert fake_capsule.token_requests == []
+
+
+def _rate_limited(reset: int) -> tuple[int, dict[str, str], str]:
+    return (429, {"X-RateLimit-Reset": str(reset)}, '{"error": "rate limit reached"}')
+
+
+EXPIRED = T0 + EXPIRES_IN + 10
+
+
+def test_after_a_429_no_caller_asks_capsule_again_before_its_reset(
+    settings: Settings, fake_capsule: FakeCapsule
+) -> None:
+    seed(settings, fake_capsule)
+    fake_capsule.token_faults.extend([_rate_limited(EXPIRED + 45)] * 20)
+    waits = []
+
+    for second in range(0, 40, 4):  # ten callers in the 45 s before the reset
+        tokens.clear_cache()  # each one a container of its own
+        at = time_machine.travel(EXPIRED + second, tick=False)
+        with at, pytest.raises(TokenUnavailable) as raised:
+            get_access_token(CID)
+        waits.append(raised.value.retry_after)
+
+    assert len(refresh_requests(fake_capsule)) == 1
+    assert waits == [45 - second for second in range(0, 40, 4)]  # the time to the reset
+    assert stored(settings).failure_count == 0
+    fake_capsule.token_faults.clear()
+    with time_machine.travel(EXPIRED + 45, tick=False):
+        assert get_access_token(CID) == stored_tokens(settings).access_token
+    assert len(refresh_requests(fake_capsule)) == 2
+
+
+def test_a_429_near_expiry_serves_the_stored_token_and_waits_for_the_reset(
+    settings: Settings, fake_capsule: FakeCapsule
+) -> None:
+    grant = seed(settings, fake_capsule)
+    fake_capsule.token_faults.extend([_rate_limited(NEAR_EXPIRY + 30)] * 2)
+
+    for second in (0, 10, 20):
+        tokens.clear_cache()
+        with time_machine.travel(NEAR_EXPIRY + second, tick=False):
+            assert get_access_token(CID) == grant["access_token"]  # still valid: served
+
+    assert len(refresh_requests(fake_capsule)) == 1
 
 
 # --- CapsuleClient -----------------------------------------------------------------------

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -43,6 +45,23 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+# A refresh's answer from Capsule must be in this long before its lease ends, to be saved
+# under it (flows/refresh.py): a lease shorter than one call plus this skips every refresh.
+LEASE_MARGIN_SECONDS = 10
+
+
+def _lease_seconds(env: Mapping[str, str], default: int, http_timeout_seconds: float) -> int:
+    minimum = math.ceil(http_timeout_seconds + LEASE_MARGIN_SECONDS)
+    lease_seconds = int(_number(env, "LEASE_SECONDS", default, 1))
+    if lease_seconds < minimum:
+        raise ConfigError(
+            f"LEASE_SECONDS must be at least {minimum} (one call to Capsule,"
+            f" HTTP_TIMEOUT_SECONDS {http_timeout_seconds:g}, plus {LEASE_MARGIN_SECONDS} s"
+            f" to save its answer), got {lease_seconds}"
+        )
+    return lease_seconds
+
+
 TOKEN_AUTH_METHODS = ("client_secret_post", "client_secret_basic")
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
@@ -63,6 +82,21 @@ def _url(env: Mapping[str, str], name: str, default: str) -> str:
     if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
         raise ConfigError(f"{name} must be https:// (http only for localhost), got {value!r}")
     return value.rstrip("/")
+
+
+# An IAM user or role (or an STS session) of any partition: what requestContext.authorizer.iam
+# names as userArn.
+_CALLER_ARN = re.compile(r"^arn:aws(-[a-z]+)*:(iam|sts)::\d{12}:[A-Za-z0-9+=,.@_/-]+$")
+
+
+def _caller_arns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    arns = tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+    for arn in arns:
+        if not _CALLER_ARN.fullmatch(arn):
+            raise ConfigError(
+                f"{name}: {arn!r} is not an IAM ARN such as arn:aws:iam::123456789012:role/app"
+            )
+    return arns
 
 
 @dataclass(frozen=True)
@@ -95,6 +129,7 @@ class Settings:
     event_source: str = "capsule-connector"
     confirm_connections: bool = True  # a new connection waits for the app's confirm
     connect_confirm_seconds: int = 600  # how long a capsule_result can confirm it
+    management_caller_arns: tuple[str, ...] = ()  # empty: any caller IAM lets through
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -109,6 +144,7 @@ class Settings:
             allowed_return_origins = parse_allowed_origins(env.get("ALLOWED_RETURN_ORIGINS", ""))
         except ValueError as error:
             raise ConfigError(f"ALLOWED_RETURN_ORIGINS: {error}") from None
+        http_timeout_seconds = _number(env, "HTTP_TIMEOUT_SECONDS", cls.http_timeout_seconds, 0.1)
         return cls(
             state_table=_required(env, "STATE_TABLE_NAME"),
             connections_table=_required(env, "CONNECTIONS_TABLE_NAME"),
@@ -119,9 +155,7 @@ class Settings:
             state_ttl_seconds=int(_number(env, "STATE_TTL_SECONDS", cls.state_ttl_seconds, 1)),
             pkce_enabled=_flag(env, "PKCE_ENABLED", cls.pkce_enabled),
             redirect_uri=redirect_uri,
-            http_timeout_seconds=_number(
-                env, "HTTP_TIMEOUT_SECONDS", cls.http_timeout_seconds, 0.1
-            ),
+            http_timeout_seconds=http_timeout_seconds,
             credentials_max_age_seconds=int(
                 _number(env, "CREDENTIALS_MAX_AGE_SECONDS", cls.credentials_max_age_seconds)
             ),
@@ -134,7 +168,7 @@ class Settings:
             token_margin_seconds=int(
                 _number(env, "TOKEN_MARGIN_SECONDS", cls.token_margin_seconds)
             ),
-            lease_seconds=int(_number(env, "LEASE_SECONDS", cls.lease_seconds, 1)),
+            lease_seconds=_lease_seconds(env, cls.lease_seconds, http_timeout_seconds),
             lease_wait_seconds=_number(env, "LEASE_WAIT_SECONDS", cls.lease_wait_seconds),
             refresh_min_remaining_ms=int(
                 _number(env, "REFRESH_MIN_REMAINING_MS", cls.refresh_min_remaining_ms)
@@ -160,6 +194,7 @@ class Settings:
             connect_confirm_seconds=int(
                 _number(env, "CONNECT_CONFIRM_SECONDS", cls.connect_confirm_seconds, 60)
             ),
+            management_caller_arns=_caller_arns(env, "MANAGEMENT_CALLER_ARNS"),
         )
 
 

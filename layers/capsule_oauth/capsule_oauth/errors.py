@@ -163,6 +163,11 @@ class StaleWrite(Exception):
     """The connection changed since it was read (a reconnect or another worker): not ours now."""
 
 
+class ConnectionChanged(RuntimeError):
+    """The connection changed while this call worked on it (a reconnect finished first), so
+    this call did not change it: read it again and decide anew."""
+
+
 # --- authorization state ----------------------------------------------------------------------
 
 

@@ -22,6 +22,15 @@ def is_valid(owner: object) -> bool:
     return isinstance(owner, str) and PATTERN.fullmatch(owner) is not None
 
 
+# Connection ids are "<subdomain>:<user id>" or "cc_<hex>"; anything else is not one.
+CONNECTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,255}$")
+
+
+def is_connection_id(value: object) -> bool:
+    """Whether ``value`` could name a connection (checked before any lookup)."""
+    return isinstance(value, str) and CONNECTION_ID.fullmatch(value) is not None
+
+
 def connection_id_for(owner: str, subdomain: str, user_id: str) -> str:
     """The connection of ``owner`` for one Capsule user on one Capsule site.
 

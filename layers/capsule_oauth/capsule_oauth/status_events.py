@@ -124,21 +124,41 @@ class Pending:
     event: StatusEvent
 
 
-def pending(records: Iterable[Mapping[str, Any]], threshold: int) -> list[Pending]:
+@dataclass(frozen=True)
+class Derived:
+    """What a batch of stream records makes: its events in order, and the sequence numbers of
+    the records that could not be understood (each fails alone; the others still publish)."""
+
+    events: list[Pending]
+    unreadable: set[str]
+
+
+def derive(records: Iterable[Mapping[str, Any]], threshold: int) -> Derived:
     """The events a batch of stream records makes, in order, each with its record's
-    sequence number (what a partial batch response names)."""
+    sequence number (what a partial batch response names). Each record is read on its
+    own: one that cannot be understood is reported, never the batch."""
     found = []
+    unreadable: set[str] = set()
     for record in records:
         change = record.get("dynamodb") or {}
         sequence = change.get("SequenceNumber")
-        event = transition(
-            connection_from_image(change.get("OldImage")),
-            connection_from_image(change.get("NewImage")),
-            threshold,
-        )
+        try:
+            event = transition(
+                connection_from_image(change.get("OldImage")),
+                connection_from_image(change.get("NewImage")),
+                threshold,
+            )
+        except Exception as fault:  # a malformed image: retrying this record cannot help others
+            logger.error(
+                "Stream record not understood",
+                extra={"sequence_number": sequence, "error": type(fault).__name__},
+            )
+            if sequence is not None:
+                unreadable.add(sequence)
+            continue
         if sequence is not None and event is not None:
             found.append(Pending(sequence, event))
-    return found
+    return Derived(found, unreadable)
 
 
 def publish(

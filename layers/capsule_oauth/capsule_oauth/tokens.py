@@ -3,7 +3,10 @@
 Near expiry it refreshes under the same lease the scheduled refresh uses; if another worker
 holds the lease it waits briefly and re-reads. Decrypted tokens are kept in memory (never on
 disk or in logs) for TOKEN_CACHE_SECONDS, so a warm caller makes no AWS call and a
-disconnect elsewhere reaches every container within that time.
+disconnect elsewhere reaches every container within that time. The access-token route asks
+for ``current_token(..., recheck=True)``: each call reads the connection's status and
+version first, so once a disconnect or a reconnect has answered, no container serves the
+old token again (the decrypted token stays cached, keyed by version).
 """
 
 from __future__ import annotations
@@ -103,14 +106,37 @@ def _check_active(connection_id: str, connection: Connection | None) -> Connecti
     return connection
 
 
-def current_token(connection_id: str, *, settings: Settings | None = None) -> AccessToken:
-    """The access token with its version; refreshed first when it is within the margin."""
+def _still_stored(connection_id: str, cached: AccessToken, settings: Settings, now: float) -> bool:
+    """Whether ``cached`` is the stored token of an active connection and fresh enough, read
+    from the connection's status and version (raises as ``current_token`` does)."""
+    stored = ConnectionStore(settings).status_of(connection_id)
+    if stored is None:
+        forget(connection_id)
+        raise _not_found(connection_id)
+    status, version = stored
+    if status != ACTIVE:
+        forget(connection_id)
+        raise ReauthorizationRequired(connection_id, status)
+    return version == cached.version and cached.expires_at - margin(settings, cached.lifetime) > now
+
+
+def current_token(
+    connection_id: str, *, settings: Settings | None = None, recheck: bool = False
+) -> AccessToken:
+    """The access token with its version; refreshed first when it is within the margin.
+
+    ``recheck``: trust a cached token only while the stored status and version say it is
+    still the connection's (one small read per call) instead of for TOKEN_CACHE_SECONDS.
+    """
     settings = settings or config.settings()
     now = time.time()
     with _cache_lock:
         cached = _cache.get(connection_id)
-    if cached is not None and _usable(cached, settings, now):
-        return cached
+    if cached is not None:
+        if recheck and _still_stored(connection_id, cached, settings, now):
+            return cached
+        if not recheck and _usable(cached, settings, now):
+            return cached
     connection = _check_active(connection_id, ConnectionStore(settings).get(connection_id))
     if connection.expires_at - margin(settings, connection.token_lifetime) > now:
         return _remember(connection_id, _from_connection(settings, connection))
@@ -131,10 +157,24 @@ _RETRY_AFTER_MAX_SECONDS = 3600
 
 def _retry_after(result: refresh.RefreshResult, connection: Connection) -> int:
     """How long a caller should wait: until Capsule's rate limit resets, else a few seconds."""
-    if result.error == "RateLimited" and connection.refresh_due_at:
-        wait = connection.refresh_due_at - int(time.time())
+    if result.error == refresh.RATE_LIMITED and connection.rate_limited_until:
+        wait = connection.rate_limited_until - int(time.time())
         return max(1, min(wait, _RETRY_AFTER_MAX_SECONDS))
     return _RETRY_AFTER_SECONDS
+
+
+def _stored_while_contended(
+    settings: Settings, connection_id: str, rejected_version: int | None
+) -> AccessToken:
+    """The wait for another refresher ended: the stored token if it is still valid (inside
+    the margin is no reason to fail a caller), else TokenUnavailable."""
+    connection = _check_active(connection_id, ConnectionStore(settings).get(connection_id))
+    if connection.expires_at > time.time() and connection.version != rejected_version:
+        return _remember(connection_id, _from_connection(settings, connection))
+    raise TokenUnavailable(
+        f"connection {connection_id} is being refreshed elsewhere; try again shortly",
+        retry_after=1,
+    )
 
 
 def renew(
@@ -178,10 +218,7 @@ def renew(
         if result.outcome is not Outcome.CONTENDED:
             break  # NOT_NEEDED, FAILED or ERROR: what is stored now is the best there is
         if time.monotonic() >= deadline:
-            raise TokenUnavailable(
-                f"connection {connection_id} is being refreshed elsewhere; try again shortly",
-                retry_after=1,
-            )
+            return _stored_while_contended(settings, connection_id, rejected_version)
         time.sleep(_POLL_SECONDS)
 
     connection = _check_active(connection_id, ConnectionStore(settings).get(connection_id))

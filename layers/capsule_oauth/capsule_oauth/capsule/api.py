@@ -12,6 +12,7 @@ import re
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -176,6 +177,24 @@ def _reset_at(response: requests.Response) -> float | None:
             raise CapsuleBadResponse("Capsule's Retry-After is not a number of seconds")
         return float(now + retry_after)
     return None
+
+
+_SUBDOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def subdomain_of(site_url: object) -> str | None:
+    """The Capsule account a site's ``url`` names (``https://<subdomain>.capsulecrm.com``),
+    or None when it names none."""
+    if not isinstance(site_url, str):
+        return None
+    try:
+        host = urlsplit(site_url.strip()).hostname or ""
+    except ValueError:
+        return None
+    label, _, domain = host.partition(".")
+    if "." not in domain or not _SUBDOMAIN.fullmatch(label) or host.replace(".", "").isdigit():
+        return None  # a bare domain, an address, or no host at all
+    return label
 
 
 @dataclass(frozen=True)

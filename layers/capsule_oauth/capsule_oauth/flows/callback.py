@@ -116,7 +116,8 @@ def _identity(settings: Settings, tokens: TokenResponse) -> Identity:
         site_lookup = pool.submit(get, "/site", "site")
         user = get("/users/current", "user")
         site = site_lookup.result()
-    subdomain = str(site.get("subdomain") or tokens.subdomain or "").strip()
+    named = site.get("subdomain") or tokens.subdomain or api.subdomain_of(site.get("url"))
+    subdomain = str(named or "").strip()
     user_id = user.get("id")
     if not subdomain or user_id in (None, ""):
         raise CapsuleBadResponse("Capsule did not say which site and user connected")
@@ -187,11 +188,18 @@ def _save(
 def _revoke_replaced(
     settings: Settings, store: ConnectionStore, connection_id: str, sealed: bytes, new: TokenPair
 ) -> None:
-    """Best effort: the grant a reconnect replaced must not stay live at Capsule."""
+    """Best effort: the grant a reconnect replaced must not stay live at Capsule, neither its
+    refresh token nor the access token it issued (as disconnect revokes both)."""
     try:
         previous = store.unseal(connection_id, sealed)
         if previous.refresh_token != new.refresh_token:
             token_endpoint.revoke(settings, token=previous.refresh_token)
+        if previous.access_token != new.access_token:
+            token_endpoint.revoke(
+                settings,
+                token=previous.access_token,
+                token_type_hint="access_token",  # noqa: S106 - an RFC 7009 hint name
+            )
     except Exception as error:  # the person is connected: never block them on this
         reason = getattr(error, "reason", type(error).__name__)
         count_by("ReplacedGrantRevokeFailed", "reason", reason)

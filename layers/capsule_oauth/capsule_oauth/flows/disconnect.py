@@ -16,8 +16,10 @@ from capsule_oauth.capsule import token_endpoint
 from capsule_oauth.config import Settings
 from capsule_oauth.errors import (
     CapsuleError,
+    ConnectionChanged,
     ConnectionNotFound,
     LeaseNotAcquired,
+    StaleWrite,
     TokenDecryptionError,
     TokenUnavailable,
 )
@@ -58,8 +60,10 @@ def disconnect(
     nothing changes, unless ``force``: then the tokens are forgotten here anyway and the
     result says ``revoked=False`` (the grant may live on at Capsule until it expires).
 
-    Raises ConnectionNotFound, TokenUnavailable (a refresh holds it: try again shortly) or,
-    without ``force``, a CapsuleError.
+    Raises ConnectionNotFound, TokenUnavailable (a refresh holds it: try again shortly),
+    ConnectionChanged (a reconnect saved a new grant meanwhile: the connection is active with
+    it; read it and disconnect again if that is still wanted) or, without ``force``, a
+    CapsuleError.
     """
     settings = settings or config.settings()
     store = ConnectionStore(settings)
@@ -92,9 +96,23 @@ def disconnect(
     except BaseException:
         store.release_lease(connection_id, owner=owner)
         raise
-    updated = store.mark_disconnected(
-        current, owner=owner, now=int(time.time()), reason="revoked" if revoked else "forgotten"
-    )
+    try:
+        updated = store.mark_disconnected(
+            current, owner=owner, now=int(time.time()), reason="revoked" if revoked else "forgotten"
+        )
+    except StaleWrite:
+        # A reconnect saved a new grant meanwhile (taking the lease with it): the connection
+        # is the reconnect's now; the grant revoked above was the one it replaced.
+        store.release_lease(connection_id, owner=owner)
+        forget(connection_id)
+        count("DisconnectRaced")
+        logger.warning(
+            "Connection changed while disconnecting; left as it is now",
+            extra={"connection_id": connection_id, "revoked": revoked},
+        )
+        raise ConnectionChanged(
+            f"connection {connection_id} was reconnected while disconnecting; read it again"
+        ) from None
     forget(connection_id)
     count("ConnectionDisconnected")
     logger.info(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from capsule_oauth.capsule import api, token_endpoint
-from capsule_oauth.config import Settings
+from capsule_oauth.config import LEASE_MARGIN_SECONDS, Settings
 from capsule_oauth.errors import (
     CapsuleError,
     CapsuleRateLimited,
@@ -35,6 +35,9 @@ from capsule_oauth.store.crypto import TokenPair
 # Transient failures wait 15 min, 30, 60 ... up to 6 h before the next try.
 BACKOFF_BASE_SECONDS = 900
 BACKOFF_MAX_SECONDS = 6 * 3600
+# A 429 without a usable X-RateLimit-Reset: how long to leave Capsule's token endpoint alone.
+RATE_LIMIT_WAIT_SECONDS = 60
+RATE_LIMITED = CapsuleRateLimited.reason
 
 
 class Outcome(StrEnum):
@@ -42,6 +45,7 @@ class Outcome(StrEnum):
     NOT_NEEDED = "not_needed"  # someone else refreshed it first
     CONTENDED = "contended"  # another worker holds the lease
     FAILED = "failed"  # transient: tokens kept, retried later
+    SKIPPED = "skipped"  # not tried (too little time, or a 429's reset not yet come), by reason
     REAUTH_REQUIRED = "reauth_required"
     INACTIVE = "inactive"
     MISSING = "missing"
@@ -74,8 +78,6 @@ def forced(_connection: Connection, _now: int) -> bool:
     return True
 
 
-# Capsule's answer must be in (and saved) this long before the lease runs out.
-LEASE_MARGIN_SECONDS = 10
 _MIN_CALL_SECONDS = 2.0  # less time than this left on the lease: do not start a call
 _SAVE_ATTEMPTS = 3
 
@@ -112,8 +114,8 @@ def refresh_connection(
             - min(LEASE_MARGIN_SECONDS, settings.lease_seconds / 4)
         )
         call_deadline = min(lease_end, deadline or math.inf)
-        if call_deadline - api.now() < _MIN_CALL_SECONDS:
-            return RefreshResult(connection_id, Outcome.CONTENDED, "NoTimeLeft")
+        if (wait := _reason_to_wait(current, now, call_deadline)) is not None:
+            return _skipped(current, wait)
         result = _refresh_leased(
             settings, store, current, owner=owner, now=now, deadline=call_deadline
         )
@@ -122,6 +124,25 @@ def refresh_connection(
     finally:
         if not released:
             store.release_lease(connection_id, owner=owner)
+
+
+def _reason_to_wait(current: Connection, now: int, call_deadline: float) -> str | None:
+    """Why Capsule is not called now: a 429's reset has not come yet (Capsule said when), or
+    too little time is left for the call."""
+    if (current.rate_limited_until or 0) > now:
+        return RATE_LIMITED
+    if call_deadline - api.now() < _MIN_CALL_SECONDS:
+        return "NoTimeLeft"
+    return None
+
+
+def _skipped(current: Connection, reason: str) -> RefreshResult:
+    """Not tried now; the lease is released and the connection stays as it was (due)."""
+    logger.warning(
+        "Refresh skipped; the connection stays due",
+        extra={"connection_id": current.connection_id, "reason": reason},
+    )
+    return RefreshResult(current.connection_id, Outcome.SKIPPED, reason, connection=current)
 
 
 def _refresh_leased(
@@ -156,10 +177,10 @@ def _refresh_leased(
             "Capsule refused the refresh token: needs reauth", extra={"connection_id": cid}
         )
         return RefreshResult(cid, Outcome.REAUTH_REQUIRED, error.reason, connection=updated)
+    except CapsuleRateLimited as error:
+        return _rate_limited(store, current, owner=owner, now=now, reset_at=error.reset_at)
     except (CapsuleError, TokenDecryptionError) as error:
         retry_at = now + backoff_seconds(current.failure_count + 1)
-        if isinstance(error, CapsuleRateLimited) and error.reset_at:
-            retry_at = max(retry_at, int(error.reset_at) + 1)
         return _failed(
             settings, store, current, owner=owner, now=now, reason=error.reason, retry_at=retry_at
         )
@@ -260,6 +281,29 @@ def _failed(
     return RefreshResult(current.connection_id, Outcome.FAILED, reason, connection=updated)
 
 
+def _rate_limited(
+    store: ConnectionStore, current: Connection, *, owner: str, now: int, reset_at: float | None
+) -> RefreshResult:
+    """Capsule's limit is reached: wait for its reset (a day at most, as api bounds it), not
+    a backoff; this connection is not failing, so its failure count stays as it is."""
+    until = max(math.ceil(reset_at), now + 1) if reset_at else now + RATE_LIMIT_WAIT_SECONDS
+    try:
+        updated = store.record_rate_limited(
+            current,
+            owner=owner,
+            until=until,
+            retry_at=max(current.refresh_due_at or 0, until),
+            now=now,
+        )
+    except StaleWrite:
+        updated = None
+    logger.warning(
+        "Capsule's rate limit reached; no refresh before its reset",
+        extra={"connection_id": current.connection_id, "rate_limited_until": until},
+    )
+    return RefreshResult(current.connection_id, Outcome.FAILED, RATE_LIMITED, connection=updated)
+
+
 def _save_rotated(
     store: ConnectionStore,
     current: Connection,
@@ -306,18 +350,22 @@ class RunReport:
     due: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
     stopped_early: bool = False
 
     def add(self, result: RefreshResult) -> None:
         self.outcomes[result.outcome.value] += 1
         if result.outcome in _FAILURES:
             self.failures[result.error or result.outcome.value] += 1
+        elif result.outcome is Outcome.SKIPPED:
+            self.skipped[result.error or result.outcome.value] += 1
 
     def as_dict(self) -> dict[str, object]:
         return {
             "due": self.due,
             "outcomes": dict(self.outcomes),
             "failures": dict(self.failures),
+            "skipped": dict(self.skipped),
             "stopped_early": self.stopped_early,
         }
 
@@ -379,6 +427,8 @@ def emit_metrics(report: RunReport) -> None:
         count("ReauthRequired", reauth)
     for error_class, failed in sorted(report.failures.items()):
         count_by("RefreshFailed", "error_class", error_class, failed)
+    for reason, skipped in sorted(report.skipped.items()):
+        count_by("RefreshSkipped", "reason", reason, skipped)
 
 
 def count_result(result: RefreshResult) -> None:
@@ -389,3 +439,5 @@ def count_result(result: RefreshResult) -> None:
         count("ReauthRequired")
     elif result.outcome in _FAILURES:
         count_by("RefreshFailed", "error_class", result.error or result.outcome.value)
+    elif result.outcome is Outcome.SKIPPED:
+        count_by("RefreshSkipped", "reason", result.error or result.outcome.value)

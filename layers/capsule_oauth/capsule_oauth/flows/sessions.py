@@ -85,7 +85,7 @@ def create_connect_session(
             raise InvalidConnectSessionRequest("invalid_return_url", str(error)) from None
     label = None
     if reconnect_connection_id is not None:
-        if not isinstance(reconnect_connection_id, str) or not reconnect_connection_id:
+        if not owners.is_connection_id(reconnect_connection_id):
             raise InvalidConnectSessionRequest(
                 "invalid_request", "reconnect_connection_id must be a connection id"
             )

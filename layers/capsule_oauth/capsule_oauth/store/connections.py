@@ -272,6 +272,20 @@ class ConnectionStore:
         item = response.get("Item")
         return Connection.from_item(item) if item else None
 
+    def status_of(self, connection_id: str) -> tuple[str, int] | None:
+        """(status, version) as stored now, or None: a small consistent read, no tokens."""
+        response = aws.dynamodb().get_item(
+            TableName=self._table,
+            Key={"connection_id": _s(connection_id)},
+            ConsistentRead=True,
+            ProjectionExpression="#status, version",
+            ExpressionAttributeNames={"#status": "status"},
+        )
+        item = response.get("Item")
+        if not item or "status" not in item:
+            return None
+        return item["status"]["S"], int(item.get("version", {}).get("N", "0"))
+
     def due_ids(self, *, now: int, page_size: int = 500) -> Iterator[str]:
         """Ids of active connections whose ``refresh_due_at`` has come, oldest first, lazily."""
         return self._queued(QUEUE, now=now, page_size=page_size)
@@ -422,7 +436,8 @@ class ConnectionStore:
                 " failure_count = :zero, version = version + :one,"
                 # Connections saved before owners existed join the owner index here.
                 " #conn_owner = if_not_exists(#conn_owner, :anonymous)"
-                " REMOVE lease_owner, lease_expires_at, last_error, last_error_at"
+                " REMOVE lease_owner, lease_expires_at, last_error, last_error_at,"
+                " rate_limited_until"
             ),
             names={"#scope": "scope", "#conn_owner": "owner"},
             values={
@@ -469,6 +484,23 @@ class ConnectionStore:
                 ":zero": _n(0),
                 ":one": _n(1),
             },
+        )
+
+    def record_rate_limited(
+        self, current: Connection, *, owner: str, until: int, retry_at: int, now: int
+    ) -> Connection:
+        """Capsule's token endpoint answered 429: nobody refreshes this connection before
+        ``until`` (every caller reads it here, not from Capsule), the schedule tries again at
+        ``retry_at``; the lease is released (fenced). Waiting out a rate limit is no failure:
+        the failure count, and the version that status events follow, stay as they are."""
+        return self._fenced_update(
+            current,
+            owner=owner,
+            update=(
+                "SET rate_limited_until = :until, refresh_due_at = :retry_at, updated_at = :now"
+                " REMOVE lease_owner, lease_expires_at"
+            ),
+            values={":until": _n(until), ":retry_at": _n(retry_at), ":now": _n(now)},
         )
 
     def mark_needs_reauth(

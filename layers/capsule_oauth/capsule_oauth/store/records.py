@@ -42,6 +42,8 @@ class Connection:
     token_lifetime: int = 0  # expires_in of the stored access token (0: not recorded)
     disconnect_reason: str | None = None  # "revoked" or "forgotten" (forced, not revoked)
     result_hash: str | None = None  # SHA-256 of the capsule_result that can confirm it
+    # Capsule's token endpoint answered 429: no refresh of this connection before this time.
+    rate_limited_until: int | None = None
     # Set by acquire_lease: the lease was another worker's, lapsed, and is ours now. That
     # worker may still be waiting on Capsule with a rotation that made our refresh token old.
     lease_taken_over: bool = False
@@ -84,6 +86,7 @@ class Connection:
             token_lifetime=n("token_lifetime") or 0,
             disconnect_reason=s("disconnect_reason"),
             result_hash=s("result_hash"),
+            rate_limited_until=n("rate_limited_until"),
         )
 
 

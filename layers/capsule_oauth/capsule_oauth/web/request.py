@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+from botocore.exceptions import BotoCoreError, ClientError
 
 from capsule_oauth.errors import AuthorizationFailed, ConfigError
 from capsule_oauth.observability import count_by, logger
 from capsule_oauth.web import pages
 
 Handler = Callable[[APIGatewayProxyEventV2], dict[str, Any]]
+AWS_RETRY_AFTER = 5  # seconds: DynamoDB or KMS throttled or briefly out
 
 
 # The local gateway serves plain http and says so in this header; API Gateway is https only,
@@ -30,7 +33,11 @@ def origin(request: APIGatewayProxyEventV2) -> tuple[str, str]:
     return scheme, request.request_context.domain_name
 
 
-def _text(value: object) -> bool:
+# What API Gateway puts in requestContext.domainName: a host name, or host:port locally.
+_HOST = re.compile(r"^[A-Za-z0-9.\[\]:-]{1,300}$")
+
+
+def is_text(value: object) -> bool:
     """A string that survives UTF-8 (a lone surrogate does not)."""
     if not isinstance(value, str):
         return False
@@ -46,20 +53,23 @@ def well_formed(event: object) -> bool:
     if not isinstance(event, dict):
         return False
     context = event.get("requestContext")
-    if not isinstance(context, dict) or not _text(context.get("domainName")):
+    if not isinstance(context, dict):
+        return False
+    domain = context.get("domainName")
+    if not isinstance(domain, str) or not _HOST.fullmatch(domain):
         return False
     query = event.get("queryStringParameters")
     if query is not None and not (
-        isinstance(query, dict) and all(_text(k) and _text(v) for k, v in query.items())
+        isinstance(query, dict) and all(is_text(k) and is_text(v) for k, v in query.items())
     ):
         return False
     headers = event.get("headers")
     if headers is not None and not (
-        isinstance(headers, dict) and all(_text(k) and _text(v) for k, v in headers.items())
+        isinstance(headers, dict) and all(is_text(k) and is_text(v) for k, v in headers.items())
     ):
         return False
     cookies = event.get("cookies")
-    return cookies is None or (isinstance(cookies, list) and all(_text(c) for c in cookies))
+    return cookies is None or (isinstance(cookies, list) and all(is_text(c) for c in cookies))
 
 
 def cookie(request: APIGatewayProxyEventV2, name: str) -> str | None:
@@ -76,7 +86,7 @@ def query(request: APIGatewayProxyEventV2) -> dict[str, str]:
 
 
 def never_raises(flow: str) -> Callable[[Handler], Callable[[dict[str, Any]], dict[str, Any]]]:
-    """Turn a deployment fault into a 503 page and any other crash into a 500 page."""
+    """Turn a deployment or AWS fault into a 503 page and any other crash into a 500 page."""
 
     def decorate(handler: Handler) -> Callable[[dict[str, Any]], dict[str, Any]]:
         @functools.wraps(handler)
@@ -91,6 +101,13 @@ def never_raises(flow: str) -> Callable[[Handler], Callable[[dict[str, Any]], di
                 count_by("AuthorizationFailed", "reason", "NotConfigured")
                 return pages.refused(
                     AuthorizationFailed(503, "NotConfigured", retry_after=300), retry_url=None
+                )
+            except (ClientError, BotoCoreError) as fault:
+                logger.warning(f"{flow}: AWS fault", extra={"error": type(fault).__name__})
+                count_by("AuthorizationFailed", "reason", "StorageUnavailable")
+                return pages.refused(
+                    AuthorizationFailed(503, "StorageUnavailable", retry_after=AWS_RETRY_AFTER),
+                    retry_url=None,
                 )
             except Exception:
                 logger.exception(f"{flow} crashed")

@@ -7,6 +7,7 @@ host (case-insensitive) and port, with :443 the same as no port for https.
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 MAX_RETURN_URL = 2048
@@ -18,6 +19,20 @@ class InvalidReturnUrl(ValueError):
     """The return URL cannot be used; the message says why (it is shown to the app)."""
 
 
+def _bracketed_host_is_ipv6(netloc: str) -> bool:
+    """A host in brackets must be an IPv6 literal (urlsplit lets ``[app.example.com]`` by)."""
+    host = netloc.rpartition("@")[2]
+    if "[" not in host and "]" not in host:
+        return True
+    if not host.startswith("[") or "]" not in host:
+        return False
+    try:
+        ipaddress.IPv6Address(host[1 : host.index("]")])
+    except ValueError:
+        return False
+    return True
+
+
 def origin_of(url: str) -> Origin | None:
     """(scheme, host, port) of an absolute http(s) URL, or None when it is not one."""
     try:
@@ -26,6 +41,8 @@ def origin_of(url: str) -> Origin | None:
     except ValueError:
         return None
     if parts.scheme not in {"https", "http"} or not parts.hostname:
+        return None
+    if not _bracketed_host_is_ipv6(parts.netloc):
         return None
     default = 443 if parts.scheme == "https" else 80
     return parts.scheme, parts.hostname.lower(), port or default
@@ -63,7 +80,10 @@ def check_return_url(url: str, allowed: tuple[Origin, ...]) -> str:
         raise InvalidReturnUrl("return_url must not have a fragment (#...)")
     if url.startswith("/") and not url.startswith("//"):
         return url  # a path on this API
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed bracket in the host, for one
+        raise InvalidReturnUrl("return_url is not a valid URL") from None
     if "@" in parts.netloc:
         raise InvalidReturnUrl("return_url must not carry a user name or password")
     origin = origin_of(url)

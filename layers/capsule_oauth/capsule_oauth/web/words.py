@@ -147,6 +147,11 @@ _WORDS: dict[str, Words | Callable[[AuthorizationFailed], Words]] = {
         "The connection to Capsule is not configured on the server.",
         "Please try again later or tell the app's owner.",
     ),
+    "StorageUnavailable": Words(
+        "Please try again in a moment",
+        "The app's storage is busy just now, so nothing was saved.",
+        "Please go back to the app and connect again in a minute.",
+    ),
     "InternalError": Words(
         "Something went wrong",
         "The app could not finish connecting your Capsule account; nothing was saved.",
