@@ -144,7 +144,7 @@ def test_the_subdomain_comes_from_the_sites_url_when_nothing_else_names_it(
 
     response = connect(invoke, fake_capsule)
 
-    assert response["statusCode"] == 200
+    assert response["statusCode"] == 303
     (item,) = connection_items(stack)
     assert item["connection_id"]["S"] == "exampleco:1"
     assert item["subdomain"]["S"] == "exampleco"

@@ -45,11 +45,11 @@ Prepare = Callable[[Event, Invoke, FakeCapsule], Event]
 
 
 def _with_a_session(event: Event, invoke: Invoke, fake: FakeCapsule) -> Event:
-    return with_session(event, new_session("user-42"))
+    return with_session(event, new_session("user-42", "/welcome"))
 
 
 def _of_a_started_sign_in(event: Event, invoke: Invoke, fake: FakeCapsule) -> Event:
-    return callback_event(start(invoke, fake, session=new_session("user-42")))
+    return callback_event(start(invoke, fake, session=new_session("user-42", "/welcome")))
 
 
 @dataclass(frozen=True)

@@ -108,14 +108,18 @@ def test_nesting_past_the_limit_is_a_400_however_it_is_sent(stack: Stack, invoke
     for _ in range(json_api.MAX_BODY_DEPTH + 1):
         nested = {"a": nested}
 
-    message = refused(create_session(invoke, json.dumps({"owner": "user-42", "n": nested})))
+    message = refused(
+        create_session(
+            invoke, json.dumps({"owner": "user-42", "return_url": "/welcome", "n": nested})
+        )
+    )
 
     assert "nests deeper than 32 levels" in message
 
 
 def test_a_throttled_dynamodb_write_is_a_503_with_retry_after(stack: Stack, invoke: Invoke) -> None:
     with aws_fault("dynamodb", WRITES) as faults:
-        answer = create_session(invoke, json.dumps({"owner": "user-42"}))
+        answer = create_session(invoke, json.dumps({"owner": "user-42", "return_url": "/welcome"}))
 
     assert faults.answered == ["PutItem"]
     refused(answer, 503, "unavailable")
@@ -124,10 +128,10 @@ def test_a_throttled_dynamodb_write_is_a_503_with_retry_after(stack: Stack, invo
 
 
 def test_a_body_over_64_kib_is_a_413_and_one_under_it_is_read(stack: Stack, invoke: Invoke) -> None:
-    padding = " " * (64 * 1024 - len('{"owner": "user-42"}'))
+    padding = " " * (64 * 1024 - len('{"owner": "user-42", "return_url": "/welcome"}'))
 
-    under = create_session(invoke, '{"owner": "user-42"}' + padding)
-    over = create_session(invoke, '{"owner": "user-42"}' + padding + " ")
+    under = create_session(invoke, '{"owner": "user-42", "return_url": "/welcome"}' + padding)
+    over = create_session(invoke, '{"owner": "user-42", "return_url": "/welcome"}' + padding + " ")
 
     assert under["statusCode"] == 201
     assert "64 KiB" in refused(over, 413, "request_too_large")
@@ -135,7 +139,7 @@ def test_a_body_over_64_kib_is_a_413_and_one_under_it_is_read(stack: Stack, invo
 
 
 def test_a_base64_body_is_decoded_and_a_broken_one_refused(stack: Stack, invoke: Invoke) -> None:
-    good = base64.b64encode(b'{"owner": "user-42"}').decode()
+    good = base64.b64encode(b'{"owner": "user-42", "return_url": "/welcome"}').decode()
 
     assert create_session(invoke, good, base64_encoded=True)["statusCode"] == 201
     assert "base64" in refused(create_session(invoke, "%%%not base64", base64_encoded=True))
@@ -169,7 +173,10 @@ def test_a_reconnect_id_that_names_no_connection_is_a_400_without_a_lookup(
 ) -> None:
     with aws_fault("dynamodb") as faults:
         answer = create_session(
-            invoke, json.dumps({"owner": "user-42", "reconnect_connection_id": reconnect})
+            invoke,
+            json.dumps(
+                {"owner": "user-42", "return_url": "/welcome", "reconnect_connection_id": reconnect}
+            ),
         )
 
     refused(answer)

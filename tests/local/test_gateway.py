@@ -135,7 +135,7 @@ def test_a_post_with_the_token_is_served(gateway: Gateway, control: Control) -> 
 
     assert by_form.status_code == 303
     assert by_header.status_code == 200
-    assert control.done == ["connect someone", "refresh due"]
+    assert control.done == ["connect someone back here", "refresh due"]
 
 
 def test_each_process_has_its_own_token(control: Control) -> None:
