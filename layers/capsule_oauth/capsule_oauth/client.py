@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from capsule_oauth import config, tokens
-from capsule_oauth.capsule import api
+from capsule_oauth.capsule import api, budget
 from capsule_oauth.capsule.api import APIResponse, RateLimit
 from capsule_oauth.config import Settings
 from capsule_oauth.errors import CapsuleRateLimited, CapsuleUnauthorized
@@ -58,6 +58,7 @@ class CapsuleClient:
                 method,
                 path,
                 timeout=self.settings.http_timeout_seconds,
+                draw=api.Draw(token.site, token.user_id, "client", budget.shared(self.settings)),
                 params=params,
                 json=json,
             )

@@ -93,6 +93,8 @@ class Settings:
     refresh_failing_threshold: int = 3  # failures in a row that make "Refresh Failing"
     event_bus_name: str = "default"  # where status events go (EventsFunction)
     event_source: str = "capsule-connector"
+    capsule_hourly_budget: int = 3600  # API v2 calls per Capsule user per hour (of 4,000)
+    budgets_table: str = ""  # one item per Capsule user; required once Capsule is called
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -154,6 +156,10 @@ class Settings:
             ),
             event_bus_name=env.get("EVENT_BUS_NAME", "").strip() or cls.event_bus_name,
             event_source=env.get("EVENT_SOURCE", "").strip() or cls.event_source,
+            capsule_hourly_budget=int(
+                _number(env, "CAPSULE_HOURLY_BUDGET", cls.capsule_hourly_budget, 1)
+            ),
+            budgets_table=env.get("CAPSULE_BUDGETS_TABLE_NAME", "").strip(),
         )
 
 

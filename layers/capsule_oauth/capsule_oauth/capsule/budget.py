@@ -1,0 +1,438 @@
+"""One budget of Capsule API v2 calls per Capsule user (site + user id), shared by every
+connection of that user and every container at once.
+
+Capsule allows 4,000 calls an hour per user, across every app the user authorised. Each
+call the connector makes for a user is drawn here first (``spend``) and Capsule's answer is
+fed back (``observe``). A call the budget cannot cover raises ``CapsuleRateLimited`` and
+never reaches Capsule.
+
+Bookkeeping: one item per user in CapsuleBudgetsTable (key ``<site>#<user id>``):
+
+- ``leased``: calls ever handed out, in blocks; a container spends its block from memory,
+  so the table sees one write per block, not per call.
+- ``window`` / ``own_ceiling``: the hour this budget counts and the ``leased`` value at which
+  CAPSULE_HOURLY_BUDGET calls have been handed out in it.
+- ``cap_until`` / ``cap_ceiling``: Capsule's own ``X-RateLimit-Remaining`` as a ceiling on
+  ``leased`` until its ``X-RateLimit-Reset``, when it is stricter than the budget.
+- ``blocked_until``: after a 429 nothing is handed out before Capsule's reset.
+- ``s<slot>``: calls handed out per 10 s slot, to tell calls Capsule may not have seen yet.
+- ``version``: every write is conditional on the version read (optimistic, no lock).
+
+Why the ceiling from ``Remaining`` is safe: a block is spendable for BLOCK_SECONDS and a call
+takes at most the HTTP timeout, so calls handed out longer ago than that have reached Capsule
+or never will. Calls after an answer with ``Remaining: R`` are then at most
+``ceiling - old``, and the ceiling is set to ``old + R - kept back``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from botocore.exceptions import ClientError
+
+from capsule_oauth import config
+from capsule_oauth.config import Settings
+from capsule_oauth.errors import CapsuleRateLimited, ConfigError
+from capsule_oauth.observability import count_by, logger
+from capsule_oauth.store import aws
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
+
+KEY: Final = "capsule_user"
+SOURCES: Final = ("proxy", "client", "callback")
+BLOCK: Final = 20  # calls leased per write: at most 0.05 writes per call in steady state
+BLOCK_SECONDS: Final = 20  # a block not spent within this is dropped
+SLOT_SECONDS: Final = 10
+WINDOW_SECONDS: Final = 3600
+CLOCK_SKEW_SECONDS: Final = 5
+BLOCKED_FALLBACK_SECONDS: Final = 60  # a 429 without a reset: wait a minute
+CAPSULE_LIMIT_FALLBACK: Final = 4000  # Capsule's documented limit when X-RateLimit-Limit is absent
+ITEM_TTL_SECONDS: Final = 2 * 86_400
+_ATTEMPTS: Final = 12
+REREAD_SECONDS: Final = 2  # a container holding a block looks at the item this often
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The budget item as last read or written."""
+
+    version: int = 0
+    leased: int = 0
+    window: int = 0
+    own_ceiling: int = 0
+    cap_until: int = 0
+    cap_ceiling: int = 0
+    blocked_until: int = 0
+    slots: Mapping[int, int] = field(default_factory=dict)
+    exists: bool = False
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any] | None) -> Snapshot:
+        if not item:
+            return cls()
+
+        def n(name: str) -> int:
+            value = item.get(name)
+            return int(value["N"]) if value and "N" in value else 0
+
+        slots = {
+            int(name[1:]): int(value["N"])
+            for name, value in item.items()
+            if name[:1] == "s" and name[1:].isdigit() and "N" in value
+        }
+        return cls(
+            version=n("version"),
+            leased=n("leased"),
+            window=n("window"),
+            own_ceiling=n("own_ceiling"),
+            cap_until=n("cap_until"),
+            cap_ceiling=n("cap_ceiling"),
+            blocked_until=n("blocked_until"),
+            slots=slots,
+            exists=True,
+        )
+
+    def recent(self, now: float, horizon: float) -> int:
+        """Calls handed out in slots that may end within ``horizon`` seconds of ``now``."""
+        oldest = math.floor((now - horizon) / SLOT_SECONDS)
+        return sum(count for slot, count in self.slots.items() if slot >= oldest)
+
+
+@dataclass(frozen=True)
+class Grant:
+    calls: int  # 0: refused until reset_at
+    reset_at: float
+
+
+def plan(snapshot: Snapshot, now: float, budget: int, want: int) -> Grant:
+    """How many of ``want`` calls the item allows now, and when more are allowed if none."""
+    window = int(now // WINDOW_SECONDS)
+    window_end = float((window + 1) * WINDOW_SECONDS)
+    if snapshot.blocked_until > now:
+        return Grant(0, float(snapshot.blocked_until))
+    own = snapshot.own_ceiling if snapshot.window == window else snapshot.leased + budget
+    ceiling, reset_at = own, window_end
+    if snapshot.cap_until > now and snapshot.cap_ceiling < ceiling:
+        ceiling, reset_at = snapshot.cap_ceiling, float(snapshot.cap_until)
+    calls = max(0, min(want, ceiling - snapshot.leased))
+    return Grant(calls, reset_at)
+
+
+@dataclass
+class _Local:
+    """This container's view of one user: its block and the item as last seen."""
+
+    snapshot: Snapshot = field(default_factory=Snapshot)
+    seen_at: float = 0.0
+    left: int = 0
+    block_until: float = 0.0
+    refused_until: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _key(site: str, user_id: str) -> str:
+    return f"{site}#{user_id}"
+
+
+def _n(value: int) -> AttributeValueTypeDef:
+    return {"N": str(value)}
+
+
+class Budget:
+    """The budgets of this container (one instance per process; tests build one per
+    simulated container)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        if not settings.budgets_table:
+            raise ConfigError("CAPSULE_BUDGETS_TABLE_NAME is not set; declare it in template.yaml")
+        self.table = settings.budgets_table
+        self.hourly = settings.capsule_hourly_budget
+        # Calls handed out longer ago than this have reached Capsule or never will.
+        self.horizon = (
+            BLOCK_SECONDS + settings.http_timeout_seconds + CLOCK_SKEW_SECONDS + SLOT_SECONDS
+        )
+        self._users: dict[str, _Local] = {}
+        self._lock = threading.Lock()
+        self.writes = 0  # DynamoDB writes made (what the bench reports per Capsule call)
+
+    def _local(self, key: str) -> _Local:
+        with self._lock:
+            return self._users.setdefault(key, _Local())
+
+    # --- drawing ----------------------------------------------------------------------------
+
+    def spend(self, site: str, user_id: str, source: str) -> None:
+        """Draw one call for this Capsule user, or raise CapsuleRateLimited (nothing sent)."""
+        key = _key(site, user_id)
+        local = self._local(key)
+        with local.lock:
+            now = time.time()
+            if local.refused_until > now:
+                self._refused(source, local.refused_until)
+            if local.left > 0 and now - local.seen_at > REREAD_SECONDS:
+                # A 429 seen by another container stops this one within seconds too.
+                grant = plan(self._read(key, local), now, self.hourly, 1)
+                if grant.calls == 0 and local.snapshot.blocked_until > now:
+                    local.left = 0
+                    local.refused_until = grant.reset_at
+                    self._refused(source, grant.reset_at)
+            if local.left > 0 and local.block_until > now:
+                local.left -= 1
+                count_by("CapsuleRequests", "source", source)
+                return
+            grant = self._lease(key, local, now)
+            if grant.calls == 0:
+                local.refused_until = grant.reset_at
+                self._refused(source, grant.reset_at)
+            local.left = grant.calls - 1
+            local.block_until = now + BLOCK_SECONDS
+        count_by("CapsuleRequests", "source", source)
+
+    def _refused(self, source: str, reset_at: float) -> None:
+        count_by("CapsuleRateLimited", "source", source)
+        raise CapsuleRateLimited(reset_at)
+
+    def _lease(self, key: str, local: _Local, now: float) -> Grant:
+        snapshot = local.snapshot if local.seen_at else self._read(key, local)
+        for _ in range(_ATTEMPTS):
+            grant = plan(snapshot, now, self.hourly, _block_size(snapshot, now, self.hourly))
+            if grant.calls == 0:
+                if time.time() - local.seen_at < 1:
+                    return grant
+                snapshot = self._read(key, local)  # maybe stale: look once more
+                grant = plan(snapshot, now, self.hourly, BLOCK)
+                if grant.calls == 0:
+                    return grant
+            written = self._write_lease(key, snapshot, grant.calls, now)
+            if written is not None:
+                self._seen(local, written)
+                return grant
+            snapshot = self._read(key, local)
+            time.sleep(random.uniform(0, 0.01))  # noqa: S311 - jitter, not a secret
+            now = time.time()
+        logger.warning("Capsule budget contended", extra={"attempts": _ATTEMPTS})
+        return Grant(0, now + 1)
+
+    def _write_lease(self, key: str, snapshot: Snapshot, calls: int, now: float) -> Snapshot | None:
+        window = int(now // WINDOW_SECONDS)
+        own = snapshot.own_ceiling if snapshot.window == window else snapshot.leased + self.hourly
+        slot = int(now // SLOT_SECONDS)
+        stale = [s for s in snapshot.slots if s * SLOT_SECONDS < now - 2 * self.horizon][:20]
+        names = {"#slot": f"s{slot}"} | {f"#old{i}": f"s{s}" for i, s in enumerate(stale)}
+        expression = (
+            "SET leased = if_not_exists(leased, :zero) + :n, #slot = if_not_exists(#slot, :zero)"
+            " + :n, version = :next, #window = :window, own_ceiling = :own, expires_at = :ttl"
+        )
+        if stale:
+            expression += " REMOVE " + ", ".join(f"#old{i}" for i in range(len(stale)))
+        values = {
+            ":zero": _n(0),
+            ":n": _n(calls),
+            ":next": _n(snapshot.version + 1),
+            ":window": _n(window),
+            ":own": _n(own),
+            ":ttl": _n(int(now) + ITEM_TTL_SECONDS),
+        }
+        return self._conditional_update(key, snapshot, expression, names, values)
+
+    def _conditional_update(
+        self,
+        key: str,
+        snapshot: Snapshot,
+        expression: str,
+        names: dict[str, str],
+        values: dict[str, AttributeValueTypeDef],
+    ) -> Snapshot | None:
+        if "#window" in expression:
+            names = {**names, "#window": "window"}  # a reserved word
+        if snapshot.exists:
+            condition = "version = :version"
+            values = {**values, ":version": _n(snapshot.version)}
+        else:
+            condition = "attribute_not_exists(#key)"
+            names = {**names, "#key": KEY}
+        try:
+            answer = aws.dynamodb().update_item(
+                TableName=self.table,
+                Key={KEY: {"S": key}},
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return None
+            raise
+        finally:
+            self.writes += 1
+        return Snapshot.from_item(answer.get("Attributes"))
+
+    def _read(self, key: str, local: _Local) -> Snapshot:
+        answer = aws.dynamodb().get_item(
+            TableName=self.table, Key={KEY: {"S": key}}, ConsistentRead=True
+        )
+        snapshot = Snapshot.from_item(answer.get("Item"))
+        self._seen(local, snapshot)
+        return snapshot
+
+    @staticmethod
+    def _seen(local: _Local, snapshot: Snapshot) -> None:
+        local.snapshot = snapshot
+        local.seen_at = time.time()
+
+    # --- what Capsule said ------------------------------------------------------------------
+
+    def observe(
+        self,
+        site: str,
+        user_id: str,
+        *,
+        status: int,
+        limit: int | None = None,
+        remaining: int | None = None,
+        reset_at: float | None = None,
+    ) -> None:
+        """Take Capsule's answer (status and X-RateLimit-* headers) into the budget: a 429
+        stops every container until ``reset_at``; ``remaining`` lowers the ceiling when it is
+        stricter than the budget."""
+        key = _key(site, user_id)
+        local = self._local(key)
+        now = time.time()
+        if status == 429:
+            until = int(reset_at or now + BLOCKED_FALLBACK_SECONDS)
+            with local.lock:
+                local.left = 0
+                local.refused_until = max(local.refused_until, until)
+                self._update(
+                    key, local, lambda s: s.blocked_until < until, {"blocked_until": until}
+                )
+            return
+        if remaining is None or reset_at is None or reset_at <= now:
+            return
+        reset = int(reset_at)
+        keep = max(0, (limit or CAPSULE_LIMIT_FALLBACK) - self.hourly)
+
+        def ceiling(snapshot: Snapshot) -> int:
+            old = snapshot.leased - snapshot.recent(now, self.horizon)
+            return old + remaining - keep - BLOCK  # a block of slack: fewer writes
+
+        def stricter(snapshot: Snapshot) -> bool:
+            candidate = ceiling(snapshot) + BLOCK
+            if snapshot.cap_until > reset:
+                return False  # an answer from Capsule's previous hour, arriving late
+            if snapshot.cap_until == reset:
+                return candidate < snapshot.cap_ceiling
+            return candidate < _own(snapshot, now, self.hourly)  # no cap yet, or an old one
+
+        with local.lock:
+            self._update(
+                key, local, stricter, lambda s: {"cap_until": reset, "cap_ceiling": ceiling(s)}
+            )
+
+    def _update(
+        self,
+        key: str,
+        local: _Local,
+        needed: Callable[[Snapshot], bool],
+        changes: Mapping[str, int] | Callable[[Snapshot], Mapping[str, int]],
+    ) -> None:
+        """Write ``changes`` (or what they make of the item) while ``needed`` holds."""
+        snapshot = local.snapshot if local.seen_at else self._read(key, local)
+        for _ in range(_ATTEMPTS):
+            if not needed(snapshot):
+                return
+            fields = changes(snapshot) if callable(changes) else changes
+            names = {f"#f{i}": name for i, name in enumerate(fields)}
+            expression = "SET version = :next, " + ", ".join(
+                f"#f{i} = :f{i}" for i in range(len(fields))
+            )
+            values = {f":f{i}": _n(value) for i, value in enumerate(fields.values())}
+            values[":next"] = _n(snapshot.version + 1)
+            if not snapshot.exists:
+                now = time.time()
+                expression += ", leased = :zero, #window = :window, own_ceiling = :own"
+                expression += ", expires_at = :ttl"
+                values |= {
+                    ":zero": _n(0),
+                    ":window": _n(int(now // WINDOW_SECONDS)),
+                    ":own": _n(self.hourly),
+                    ":ttl": _n(int(now) + ITEM_TTL_SECONDS),
+                }
+            written = self._conditional_update(key, snapshot, expression, names, values)
+            if written is not None:
+                self._seen(local, written)
+                return
+            snapshot = self._read(key, local)
+
+    def record(self, site: str, user_id: str, source: str, calls: int) -> None:
+        """Count calls made before the user was known (the callback's identity lookups):
+        they were sent, so they are spent whatever the budget says."""
+        key = _key(site, user_id)
+        local = self._local(key)
+        with local.lock:
+            snapshot = self._read(key, local)
+            for _ in range(_ATTEMPTS):
+                written = self._write_lease(key, snapshot, calls, time.time())
+                if written is not None:
+                    self._seen(local, written)
+                    break
+                snapshot = self._read(key, local)
+        count_by("CapsuleRequests", "source", source, calls)
+
+
+def _block_size(snapshot: Snapshot, now: float, hourly: int) -> int:
+    """BLOCK calls, fewer near the end of the budget, so busy containers share what is left."""
+    headroom = plan(snapshot, now, hourly, hourly).calls
+    return max(1, min(BLOCK, headroom // 4))
+
+
+def _own(snapshot: Snapshot, now: float, hourly: int) -> int:
+    window = int(now // WINDOW_SECONDS)
+    return snapshot.own_ceiling if snapshot.window == window else snapshot.leased + hourly
+
+
+@functools.cache
+def _shared(settings: Settings) -> Budget:
+    return Budget(settings)
+
+
+def shared(settings: Settings | None = None) -> Budget:
+    """This process's budgets (every client, the proxy and the callback share them)."""
+    return _shared(settings or config.settings())
+
+
+def reset() -> None:
+    """Forget this process's blocks (tests)."""
+    _shared.cache_clear()
+
+
+def spend(site: str, user_id: str, source: str, settings: Settings | None = None) -> None:
+    """Draw one call for this Capsule user, or raise CapsuleRateLimited (nothing sent)."""
+    shared(settings).spend(site, user_id, source)
+
+
+def observe(
+    site: str,
+    user_id: str,
+    *,
+    status: int,
+    limit: int | None = None,
+    remaining: int | None = None,
+    reset_at: float | None = None,
+    settings: Settings | None = None,
+) -> None:
+    """Take Capsule's answer into this process's budgets (see Budget.observe)."""
+    shared(settings).observe(
+        site, user_id, status=status, limit=limit, remaining=remaining, reset_at=reset_at
+    )
