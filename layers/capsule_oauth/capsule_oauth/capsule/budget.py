@@ -16,7 +16,8 @@ Bookkeeping: one item per user in CapsuleBudgetsTable (key ``<site>#<user id>``)
   ``leased`` until its ``X-RateLimit-Reset``, when it is stricter than the budget.
 - ``blocked_until``: after a 429 nothing is handed out before Capsule's reset.
 - ``s<slot>``: calls handed out per 10 s slot, to tell calls Capsule may not have seen yet.
-- ``version``: every write is conditional on the version read (optimistic, no lock).
+- Every write is conditional on the limits it was planned with (optimistic, no lock);
+  other containers' leases fail it only when they reach the ceiling.
 
 Why the ceiling from ``Remaining`` is safe: a block is spendable for BLOCK_SECONDS and a call
 takes at most the HTTP timeout, so calls handed out longer ago than that have reached Capsule
@@ -64,7 +65,6 @@ REREAD_SECONDS: Final = 2  # a container holding a block looks at the item this 
 class Snapshot:
     """The budget item as last read or written."""
 
-    version: int = 0
     leased: int = 0
     window: int = 0
     own_ceiling: int = 0
@@ -89,7 +89,6 @@ class Snapshot:
             if name[:1] == "s" and name[1:].isdigit() and "N" in value
         }
         return cls(
-            version=n("version"),
             leased=n("leased"),
             window=n("window"),
             own_ceiling=n("own_ceiling"),
@@ -180,11 +179,9 @@ class Budget:
                 self._refused(source, local.refused_until)
             if local.left > 0 and now - local.seen_at > REREAD_SECONDS:
                 # A 429 seen by another container stops this one within seconds too.
-                grant = plan(self._read(key, local), now, self.hourly, 1)
-                if grant.calls == 0 and local.snapshot.blocked_until > now:
+                snapshot = self._read(key, local)
+                if snapshot.blocked_until > now or _overcommitted(snapshot, now):
                     local.left = 0
-                    local.refused_until = grant.reset_at
-                    self._refused(source, grant.reset_at)
             if local.left > 0 and local.block_until > now:
                 local.left -= 1
                 count_by("CapsuleRequests", "source", source)
@@ -222,44 +219,70 @@ class Budget:
         logger.warning("Capsule budget contended", extra={"attempts": _ATTEMPTS})
         return Grant(0, now + 1)
 
-    def _write_lease(self, key: str, snapshot: Snapshot, calls: int, now: float) -> Snapshot | None:
+    def _write_lease(
+        self, key: str, snapshot: Snapshot, calls: int, now: float, *, force: bool = False
+    ) -> Snapshot | None:
+        """Take ``calls`` more, provided the limits still are what ``snapshot`` says (and,
+        unless ``force``, the ceiling is not passed). Other containers' leases do not fail
+        it, only a ceiling they may have reached."""
         window = int(now // WINDOW_SECONDS)
-        own = snapshot.own_ceiling if snapshot.window == window else snapshot.leased + self.hourly
         slot = int(now // SLOT_SECONDS)
         stale = [s for s in snapshot.slots if s * SLOT_SECONDS < now - 2 * self.horizon][:20]
-        names = {"#slot": f"s{slot}"} | {f"#old{i}": f"s{s}" for i, s in enumerate(stale)}
-        expression = (
-            "SET leased = if_not_exists(leased, :zero) + :n, #slot = if_not_exists(#slot, :zero)"
-            " + :n, version = :next, #window = :window, own_ceiling = :own, expires_at = :ttl"
-        )
-        if stale:
-            expression += " REMOVE " + ", ".join(f"#old{i}" for i in range(len(stale)))
-        values = {
+        names = {"#slot": f"s{slot}", "#window": "window"}
+        names |= {f"#old{i}": f"s{s}" for i, s in enumerate(stale)}
+        values: dict[str, AttributeValueTypeDef] = {
             ":zero": _n(0),
             ":n": _n(calls),
-            ":next": _n(snapshot.version + 1),
-            ":window": _n(window),
-            ":own": _n(own),
             ":ttl": _n(int(now) + ITEM_TTL_SECONDS),
         }
-        return self._conditional_update(key, snapshot, expression, names, values)
+        expression = (
+            "SET leased = if_not_exists(leased, :zero) + :n,"
+            " #slot = if_not_exists(#slot, :zero) + :n, expires_at = :ttl"
+        )
+        if not snapshot.exists:
+            expression += (
+                ", #window = :window, own_ceiling = :own, cap_until = :zero,"
+                " cap_ceiling = :zero, blocked_until = :zero"
+            )
+            values |= {":window": _n(window), ":own": _n(self.hourly)}
+            condition = "attribute_not_exists(#key)"
+            names["#key"] = KEY
+        else:
+            condition = (
+                "#window = :was_window AND own_ceiling = :was_own AND cap_until = :was_cap_until"
+                " AND cap_ceiling = :was_cap AND blocked_until = :was_blocked"
+            )
+            values |= {
+                ":was_window": _n(snapshot.window),
+                ":was_own": _n(snapshot.own_ceiling),
+                ":was_cap_until": _n(snapshot.cap_until),
+                ":was_cap": _n(snapshot.cap_ceiling),
+                ":was_blocked": _n(snapshot.blocked_until),
+            }
+            if snapshot.window == window and force:
+                pass  # calls already sent: counted whatever the budget says
+            elif snapshot.window == window:
+                condition += " AND leased <= :most"
+                headroom = plan(snapshot, now, self.hourly, 10**9).calls
+                values[":most"] = _n(snapshot.leased + headroom - calls)
+            else:  # a new hour: its budget counts from what has been leased until now
+                expression += ", #window = :window, own_ceiling = :own"
+                values |= {":window": _n(window), ":own": _n(snapshot.leased + self.hourly)}
+                condition += " AND leased = :was_leased"
+                values[":was_leased"] = _n(snapshot.leased)
+        if stale:
+            expression += " REMOVE " + ", ".join(f"#old{i}" for i in range(len(stale)))
+        return self._conditional_update(key, expression, condition, names, values)
 
     def _conditional_update(
         self,
         key: str,
-        snapshot: Snapshot,
         expression: str,
+        condition: str,
         names: dict[str, str],
         values: dict[str, AttributeValueTypeDef],
     ) -> Snapshot | None:
-        if "#window" in expression:
-            names = {**names, "#window": "window"}  # a reserved word
-        if snapshot.exists:
-            condition = "version = :version"
-            values = {**values, ":version": _n(snapshot.version)}
-        else:
-            condition = "attribute_not_exists(#key)"
-            names = {**names, "#key": KEY}
+        """The item after the update, or None when the condition failed."""
         try:
             answer = aws.dynamodb().update_item(
                 TableName=self.table,
@@ -315,7 +338,10 @@ class Budget:
                 local.left = 0
                 local.refused_until = max(local.refused_until, until)
                 self._update(
-                    key, local, lambda s: s.blocked_until < until, {"blocked_until": until}
+                    key,
+                    local,
+                    lambda s: s.blocked_until < until,
+                    lambda _: {"blocked_until": until},
                 )
             return
         if remaining is None or reset_at is None or reset_at <= now:
@@ -323,53 +349,51 @@ class Budget:
         reset = int(reset_at)
         keep = max(0, (limit or CAPSULE_LIMIT_FALLBACK) - self.hourly)
 
+        # Within what is kept back for other apps, the ceiling may lag Capsule by a block:
+        # one write per block of calls, not per call, and still never past Remaining.
+        slack = min(BLOCK, keep)
+
         def ceiling(snapshot: Snapshot) -> int:
             old = snapshot.leased - snapshot.recent(now, self.horizon)
-            return old + remaining - keep - BLOCK  # a block of slack: fewer writes
+            return old + remaining - keep
 
         def stricter(snapshot: Snapshot) -> bool:
-            candidate = ceiling(snapshot) + BLOCK
             if snapshot.cap_until > reset:
                 return False  # an answer from Capsule's previous hour, arriving late
             if snapshot.cap_until == reset:
-                return candidate < snapshot.cap_ceiling
-            return candidate < _own(snapshot, now, self.hourly)  # no cap yet, or an old one
+                return ceiling(snapshot) < snapshot.cap_ceiling - slack
+            return ceiling(snapshot) < _own(snapshot, now, self.hourly) - slack
 
         with local.lock:
             self._update(
                 key, local, stricter, lambda s: {"cap_until": reset, "cap_ceiling": ceiling(s)}
             )
+            if _overcommitted(local.snapshot, now):
+                local.left = 0  # what this container holds may be more than Capsule allows
 
     def _update(
         self,
         key: str,
         local: _Local,
         needed: Callable[[Snapshot], bool],
-        changes: Mapping[str, int] | Callable[[Snapshot], Mapping[str, int]],
+        changes: Callable[[Snapshot], Mapping[str, int]],
     ) -> None:
-        """Write ``changes`` (or what they make of the item) while ``needed`` holds."""
+        """Write ``changes`` (limits, never ``leased``) while ``needed`` holds."""
         snapshot = local.snapshot if local.seen_at else self._read(key, local)
         for _ in range(_ATTEMPTS):
             if not needed(snapshot):
                 return
-            fields = changes(snapshot) if callable(changes) else changes
+            if not snapshot.exists:  # the item starts with a lease of nothing
+                self._write_lease(key, snapshot, 0, time.time())
+                snapshot = self._read(key, local)
+                continue
+            fields = changes(snapshot)
             names = {f"#f{i}": name for i, name in enumerate(fields)}
-            expression = "SET version = :next, " + ", ".join(
-                f"#f{i} = :f{i}" for i in range(len(fields))
-            )
+            expression = "SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(fields)))
+            condition = " AND ".join(f"#f{i} = :was{i}" for i in range(len(fields)))
             values = {f":f{i}": _n(value) for i, value in enumerate(fields.values())}
-            values[":next"] = _n(snapshot.version + 1)
-            if not snapshot.exists:
-                now = time.time()
-                expression += ", leased = :zero, #window = :window, own_ceiling = :own"
-                expression += ", expires_at = :ttl"
-                values |= {
-                    ":zero": _n(0),
-                    ":window": _n(int(now // WINDOW_SECONDS)),
-                    ":own": _n(self.hourly),
-                    ":ttl": _n(int(now) + ITEM_TTL_SECONDS),
-                }
-            written = self._conditional_update(key, snapshot, expression, names, values)
+            values |= {f":was{i}": _n(getattr(snapshot, name)) for i, name in enumerate(fields)}
+            written = self._conditional_update(key, expression, condition, names, values)
             if written is not None:
                 self._seen(local, written)
                 return
@@ -383,12 +407,19 @@ class Budget:
         with local.lock:
             snapshot = self._read(key, local)
             for _ in range(_ATTEMPTS):
-                written = self._write_lease(key, snapshot, calls, time.time())
+                written = self._write_lease(key, snapshot, calls, time.time(), force=True)
                 if written is not None:
                     self._seen(local, written)
                     break
                 snapshot = self._read(key, local)
         count_by("CapsuleRequests", "source", source, calls)
+
+
+def _overcommitted(snapshot: Snapshot, now: float) -> bool:
+    """Blocks already handed out may exceed what Capsule allows: none of them is spent."""
+    return snapshot.blocked_until > now or (
+        snapshot.cap_until > now and snapshot.cap_ceiling < snapshot.leased
+    )
 
 
 def _block_size(snapshot: Snapshot, now: float, hourly: int) -> int:
