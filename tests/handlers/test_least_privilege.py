@@ -157,3 +157,16 @@ def test_events_function_is_granted_exactly_what_it_calls(
     called = record(lambda: invoke("EventsFunction", load_event("connection-stream.json")))
 
     assert called == granted(template, "EventsFunction")
+
+
+def test_capsule_proxy_function_is_granted_exactly_what_it_calls(
+    template: Template, stack: Stack, fake_capsule: FakeCapsule, invoke: Invoke, record: Record
+) -> None:
+    seed(config.settings(), fake_capsule)
+    reset_caches()
+    event = _path_event("capsule-proxy.json", CID)
+    event["pathParameters"]["path"] = "parties"
+    # A token near expiry, refreshed on demand, then the call drawn from the budget.
+    with time_machine.travel(T0 + EXPIRES_IN - 60, tick=False):
+        called = record(lambda: invoke("CapsuleProxyFunction", event))
+    assert called == granted(template, "CapsuleProxyFunction")
