@@ -25,12 +25,14 @@ from local.stack import load_event
 SECTION = "calls per flow"
 
 # Start reads its connect session and writes the state; the callback consumes the state,
-# claims the session (its first connection finishes it), seals and writes the connection.
+# claims the session (its first connection finishes it), seals and writes the connection,
+# and counts its two identity lookups in the Capsule user's budget.
 START_WARM_TARGET = ["dynamodb:GetItem", "dynamodb:PutItem"]
 CALLBACK_WARM_TARGET = [
     "dynamodb:DeleteItem",
     "dynamodb:UpdateItem",
     "kms:Encrypt",
+    "dynamodb:UpdateItem",
     "dynamodb:UpdateItem",
 ]
 TOKEN_COLD_TARGET = ["dynamodb:GetItem", "kms:Decrypt"]
@@ -195,7 +197,8 @@ def run() -> list[Row]:
                     "callback, warm",
                     flows.callback(flows.start(), second),
                     CALLBACK_WARM_TARGET,
-                    "4 AWS (state consume, session claim, KMS encrypt, connection write)",
+                    "5 AWS (state consume, session claim, KMS encrypt, connection write,"
+                    " budget count)",
                 )
             )
 

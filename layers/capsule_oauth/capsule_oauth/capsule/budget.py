@@ -401,17 +401,37 @@ class Budget:
 
     def record(self, site: str, user_id: str, source: str, calls: int) -> None:
         """Count calls made before the user was known (the callback's identity lookups):
-        they were sent, so they are spent whatever the budget says."""
-        key = _key(site, user_id)
-        local = self._local(key)
+        they were sent, so they are spent whatever the budget says. One write, no read: an
+        item from an earlier hour counts them there, and the next lease starts the new hour."""
+        if not calls:
+            return
+        now = time.time()
+        answer = aws.dynamodb().update_item(
+            TableName=self.table,
+            Key={KEY: {"S": _key(site, user_id)}},
+            UpdateExpression=(
+                "SET leased = if_not_exists(leased, :zero) + :n,"
+                " #slot = if_not_exists(#slot, :zero) + :n, expires_at = :ttl,"
+                " #window = if_not_exists(#window, :window),"
+                " own_ceiling = if_not_exists(own_ceiling, :own),"
+                " cap_until = if_not_exists(cap_until, :zero),"
+                " cap_ceiling = if_not_exists(cap_ceiling, :zero),"
+                " blocked_until = if_not_exists(blocked_until, :zero)"
+            ),
+            ExpressionAttributeNames={"#slot": f"s{int(now // SLOT_SECONDS)}", "#window": "window"},
+            ExpressionAttributeValues={
+                ":zero": _n(0),
+                ":n": _n(calls),
+                ":ttl": _n(int(now) + ITEM_TTL_SECONDS),
+                ":window": _n(int(now // WINDOW_SECONDS)),
+                ":own": _n(self.hourly),
+            },
+            ReturnValues="ALL_NEW",
+        )
+        self.writes += 1
+        local = self._local(_key(site, user_id))
         with local.lock:
-            snapshot = self._read(key, local)
-            for _ in range(_ATTEMPTS):
-                written = self._write_lease(key, snapshot, calls, time.time(), force=True)
-                if written is not None:
-                    self._seen(local, written)
-                    break
-                snapshot = self._read(key, local)
+            self._seen(local, Snapshot.from_item(answer.get("Attributes")))
         count_by("CapsuleRequests", "source", source, calls)
 
 

@@ -140,7 +140,10 @@ def _count_lookups(
     try:
         spender.record(site, user_id, "callback", len(answers))
         limits = [a.rate_limit for a in answers if a.rate_limit and a.rate_limit.remaining]
-        if limits:
+        if (
+            limits
+            and min(limit.remaining or 0 for limit in limits) < settings.capsule_hourly_budget
+        ):
             last = min(limits, key=lambda limit: limit.remaining or 0)
             spender.observe(
                 site,
