@@ -221,10 +221,10 @@ def api_call(
     """
     if not path.startswith("/") or "://" in path:
         raise ValueError(f"path must be relative to /api/v2 and start with '/', got {path!r}")
-    spender = None
+    spender, ticket = None, None
     if draw is not None:
         spender = draw.budget or budget.shared()
-        spender.spend(draw.site, draw.user_id, draw.source)
+        ticket = spender.spend(draw.site, draw.user_id, draw.source)
     headers = {"Authorization": f"Bearer {access_token}"}
     if data is not None:
         headers["Content-Type"] = "application/json"
@@ -239,11 +239,16 @@ def api_call(
         deadline=deadline,
     )
     if spender is not None and draw is not None:
-        observe(spender, draw, response)
+        observe(spender, draw, response, ticket)
     return response
 
 
-def observe(spender: budget.Budget, draw: Draw, response: requests.Response) -> None:
+def observe(
+    spender: budget.Budget,
+    draw: Draw,
+    response: requests.Response,
+    ticket: budget.Ticket | None = None,
+) -> None:
     """What Capsule's answer says about the user's budget."""
     limits = RateLimit.from_headers(response.headers)
     reset_at = limits.reset_at if limits else None
@@ -260,6 +265,7 @@ def observe(spender: budget.Budget, draw: Draw, response: requests.Response) -> 
         limit=limits.limit if limits else None,
         remaining=limits.remaining if limits else None,
         reset_at=reset_at,
+        ticket=ticket,
     )
 
 

@@ -50,10 +50,10 @@ if TYPE_CHECKING:
 KEY: Final = "capsule_user"
 SOURCES: Final = ("proxy", "client", "callback")
 BLOCK: Final = 20  # calls leased per write: at most 0.05 writes per call in steady state
-BLOCK_SECONDS: Final = 20  # a block not spent within this is dropped
-SLOT_SECONDS: Final = 10
+BLOCK_SECONDS: Final = 10  # a block not spent within this is dropped
+SLOT_SECONDS: Final = 5
 WINDOW_SECONDS: Final = 3600
-CLOCK_SKEW_SECONDS: Final = 5
+CLOCK_SKEW_SECONDS: Final = 2
 BLOCKED_FALLBACK_SECONDS: Final = 60  # a 429 without a reset: wait a minute
 CAPSULE_LIMIT_FALLBACK: Final = 4000  # Capsule's documented limit when X-RateLimit-Limit is absent
 ITEM_TTL_SECONDS: Final = 2 * 86_400
@@ -134,7 +134,18 @@ class _Local:
     left: int = 0
     block_until: float = 0.0
     refused_until: float = 0.0
+    block_slot: int = 0  # the slot the block was leased in
+    answered: dict[int, int] = field(default_factory=dict)  # slot -> this container's answers
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """One call drawn: the slot of its lease, and what this container knew had reached
+    Capsule before the call was sent (its answered calls, by lease slot)."""
+
+    slot: int
+    answered_before: Mapping[int, int]
 
 
 def _key(site: str, user_id: str) -> str:
@@ -169,8 +180,9 @@ class Budget:
 
     # --- drawing ----------------------------------------------------------------------------
 
-    def spend(self, site: str, user_id: str, source: str) -> None:
-        """Draw one call for this Capsule user, or raise CapsuleRateLimited (nothing sent)."""
+    def spend(self, site: str, user_id: str, source: str) -> Ticket:
+        """Draw one call for this Capsule user, or raise CapsuleRateLimited (nothing sent).
+        Hand the ticket to ``observe`` with Capsule's answer."""
         key = _key(site, user_id)
         local = self._local(key)
         with local.lock:
@@ -182,17 +194,20 @@ class Budget:
                 snapshot = self._read(key, local)
                 if snapshot.blocked_until > now or _overcommitted(snapshot, now):
                     local.left = 0
-            if local.left > 0 and local.block_until > now:
-                local.left -= 1
-                count_by("CapsuleRequests", "source", source)
-                return
-            grant = self._lease(key, local, now)
-            if grant.calls == 0:
-                local.refused_until = grant.reset_at
-                self._refused(source, grant.reset_at)
-            local.left = grant.calls - 1
-            local.block_until = now + BLOCK_SECONDS
+            if not (local.left > 0 and local.block_until > now):
+                grant = self._lease(key, local, now)
+                if grant.calls == 0:
+                    local.refused_until = grant.reset_at
+                    self._refused(source, grant.reset_at)
+                local.left = grant.calls
+                local.block_until = now + BLOCK_SECONDS
+                local.block_slot = int(now // SLOT_SECONDS)
+                oldest = math.floor((now - self.horizon) / SLOT_SECONDS)
+                local.answered = {s: n for s, n in local.answered.items() if s >= oldest}
+            local.left -= 1
+            ticket = Ticket(local.block_slot, dict(local.answered))
         count_by("CapsuleRequests", "source", source)
+        return ticket
 
     def _refused(self, source: str, reset_at: float) -> None:
         count_by("CapsuleRateLimited", "source", source)
@@ -325,13 +340,17 @@ class Budget:
         limit: int | None = None,
         remaining: int | None = None,
         reset_at: float | None = None,
+        ticket: Ticket | None = None,
     ) -> None:
-        """Take Capsule's answer (status and X-RateLimit-* headers) into the budget: a 429
-        stops every container until ``reset_at``; ``remaining`` lowers the ceiling when it is
-        stricter than the budget."""
+        """Take Capsule's answer (status and X-RateLimit-* headers) to the call ``ticket``
+        drew into the budget: a 429 stops every container until ``reset_at``; ``remaining``
+        lowers the ceiling when it is stricter than the budget."""
         key = _key(site, user_id)
         local = self._local(key)
         now = time.time()
+        if ticket is not None and status != 429:
+            with local.lock:
+                local.answered[ticket.slot] = local.answered.get(ticket.slot, 0) + 1
         if status == 429:
             until = int(reset_at or now + BLOCKED_FALLBACK_SECONDS)
             with local.lock:
@@ -353,9 +372,14 @@ class Budget:
         # one write per block of calls, not per call, and still never past Remaining.
         slack = min(BLOCK, keep)
 
+        oldest = math.floor((now - self.horizon) / SLOT_SECONDS)
+        # Recent calls of this container answered before this call was sent reached Capsule
+        # before this answer: counted in Remaining, so they are not outstanding.
+        known = sum(n for s, n in (ticket.answered_before if ticket else {}).items() if s >= oldest)
+
         def ceiling(snapshot: Snapshot) -> int:
             old = snapshot.leased - snapshot.recent(now, self.horizon)
-            return old + remaining - keep
+            return old + known + remaining - keep
 
         def stricter(snapshot: Snapshot) -> bool:
             if snapshot.cap_until > reset:
@@ -445,7 +469,7 @@ def _overcommitted(snapshot: Snapshot, now: float) -> bool:
 def _block_size(snapshot: Snapshot, now: float, hourly: int) -> int:
     """BLOCK calls, fewer near the end of the budget, so busy containers share what is left."""
     headroom = plan(snapshot, now, hourly, hourly).calls
-    return max(1, min(BLOCK, headroom // 4))
+    return max(1, min(BLOCK, headroom // 16))
 
 
 def _own(snapshot: Snapshot, now: float, hourly: int) -> int:
@@ -468,9 +492,9 @@ def reset() -> None:
     _shared.cache_clear()
 
 
-def spend(site: str, user_id: str, source: str, settings: Settings | None = None) -> None:
+def spend(site: str, user_id: str, source: str, settings: Settings | None = None) -> Ticket:
     """Draw one call for this Capsule user, or raise CapsuleRateLimited (nothing sent)."""
-    shared(settings).spend(site, user_id, source)
+    return shared(settings).spend(site, user_id, source)
 
 
 def observe(
@@ -481,9 +505,16 @@ def observe(
     limit: int | None = None,
     remaining: int | None = None,
     reset_at: float | None = None,
+    ticket: Ticket | None = None,
     settings: Settings | None = None,
 ) -> None:
     """Take Capsule's answer into this process's budgets (see Budget.observe)."""
     shared(settings).observe(
-        site, user_id, status=status, limit=limit, remaining=remaining, reset_at=reset_at
+        site,
+        user_id,
+        status=status,
+        limit=limit,
+        remaining=remaining,
+        reset_at=reset_at,
+        ticket=ticket,
     )
