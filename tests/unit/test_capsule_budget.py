@@ -8,6 +8,7 @@ reset to pass moves the connector's clock forward with time-machine.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import replace
@@ -192,3 +193,20 @@ def test_a_new_hour_brings_a_new_budget(settings: Settings) -> None:
         assert spend_until_refused(container) == 3
     with time_machine.travel(hour + 3610, tick=False):
         assert spend_until_refused(container) == 3
+
+
+def test_calls_and_refusals_are_counted_by_source_never_by_connection(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    container = Budget(replace(settings, capsule_hourly_budget=1))
+    container.spend(SITE, USER, "proxy")
+    with pytest.raises(CapsuleRateLimited):
+        container.spend(SITE, USER, "client")
+
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "_aws" in line]
+    by_source = {(m["source"], name) for m in metrics for name in m if name.startswith("Capsule")}
+    assert by_source == {("proxy", "CapsuleRequests"), ("client", "CapsuleRateLimited")}
+    dimensions = {
+        d for m in metrics for ds in m["_aws"]["CloudWatchMetrics"] for d in ds["Dimensions"][0]
+    }
+    assert dimensions == {"source", "service"}
