@@ -464,3 +464,17 @@ def test_each_call_is_logged_without_body_query_values_or_token(
     secrets = [pair.access_token, pair.refresh_token, *used]
     for secret in ["SECRET-ANSWER", "SECRET-QUERY", "SECRET-BODY", *secrets]:
         assert secret not in everything
+
+
+def test_a_call_that_cannot_end_before_api_gateway_gives_up_is_a_504(
+    settings: Settings, fake_capsule: FakeCapsule, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from capsule_oauth.flows import proxy as proxy_flow
+
+    cid = connected(settings, fake_capsule)
+    monkeypatch.setattr(proxy_flow, "DEADLINE_SECONDS", 0.0)
+
+    status, _, body = proxy(invoke, cid)
+
+    assert (status, body["error"]) == (504, "capsule_timeout")
+    assert fake_capsule.api_requests == []

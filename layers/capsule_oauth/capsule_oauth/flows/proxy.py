@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import quote, unquote
@@ -23,6 +24,9 @@ from capsule_oauth.errors import CapsuleBadResponse, ReauthorizationRequired
 
 METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE")
 MAX_BODY_BYTES: Final = 1 << 20
+# API Gateway gives up at 30 s: a refresh, a call, a second refresh and a retry all end by
+# then, so a slow Capsule is a 504 of ours, not API Gateway's bare 503.
+DEADLINE_SECONDS: Final = 26.0
 PASSED_BACK: Final = (
     "X-RateLimit-Limit",
     "X-RateLimit-Remaining",
@@ -96,8 +100,9 @@ def forward(
     is sent before ``reset_at``), CapsuleTimeout, CapsuleUnavailable (unreachable, 5xx, or
     an answer that is not JSON).
     """
+    deadline = time.monotonic() + DEADLINE_SECONDS
     token = tokens.current_token(connection_id, settings=settings)
-    call = _Call(method, path, query, body)
+    call = _Call(method, path, query, body, deadline)
     response = call.send(settings, token)
     if response.status_code == 401:
         token = tokens.renew(connection_id, settings=settings, rejected_version=token.version)
@@ -123,6 +128,7 @@ class _Call:
     path: str
     query: str = field(repr=False)
     body: bytes | None = field(repr=False)
+    deadline: float
 
     def send(self, settings: Settings, token: tokens.AccessToken) -> Response:
         return api.api_call(
@@ -134,4 +140,5 @@ class _Call:
             draw=api.Draw(token.site, token.user_id, "proxy"),
             params=self.query or None,
             data=self.body,
+            deadline=self.deadline,
         )
