@@ -478,3 +478,23 @@ def test_a_call_that_cannot_end_before_api_gateway_gives_up_is_a_504(
 
     assert (status, body["error"]) == (504, "capsule_timeout")
     assert fake_capsule.api_requests == []
+
+
+def test_capsules_answer_reaches_the_caller_when_the_budget_cannot_be_updated(
+    settings: Settings, fake_capsule: FakeCapsule, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    from capsule_oauth.capsule import budget
+
+    cid = connected(settings, fake_capsule)
+    fake_capsule.api_faults.append((201, {}, '{"party": {"id": 9}}'))
+
+    def throttled(*_: object, **__: object) -> None:
+        raise ClientError({"Error": {"Code": "ThrottlingException"}}, "UpdateItem")
+
+    monkeypatch.setattr(budget.Budget, "_observe", throttled)
+
+    status, _, body = proxy(invoke, cid, method="POST", body="{}")
+
+    assert (status, body) == (201, {"party": {"id": 9}})  # the write happened: say so

@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from capsule_oauth import config
 from capsule_oauth.config import Settings
@@ -344,7 +344,26 @@ class Budget:
     ) -> None:
         """Take Capsule's answer (status and X-RateLimit-* headers) to the call ``ticket``
         drew into the budget: a 429 stops every container until ``reset_at``; ``remaining``
-        lowers the ceiling when it is stricter than the budget."""
+        lowers the ceiling when it is stricter than the budget.
+
+        An AWS fault here is logged, never raised: Capsule's answer (maybe to a write) must
+        reach the caller; this container still stops after a 429.
+        """
+        try:
+            self._observe(site, user_id, status, limit, remaining, reset_at, ticket)
+        except (ClientError, BotoCoreError) as fault:
+            logger.warning("Capsule budget not updated", extra={"error": type(fault).__name__})
+
+    def _observe(  # noqa: PLR0917 - observe's arguments, passed on
+        self,
+        site: str,
+        user_id: str,
+        status: int,
+        limit: int | None,
+        remaining: int | None,
+        reset_at: float | None,
+        ticket: Ticket | None,
+    ) -> None:
         key = _key(site, user_id)
         local = self._local(key)
         now = time.time()
