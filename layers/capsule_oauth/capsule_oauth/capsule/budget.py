@@ -12,7 +12,8 @@ calls from it in blocks and spends them from memory, so the table sees one write
 Why the ceiling from ``Remaining`` is safe: a block is spendable for BLOCK_SECONDS and a call
 takes at most the HTTP timeout, so calls handed out longer ago than that have reached Capsule
 or never will. Calls after an answer with ``Remaining: R`` are then at most
-``ceiling - old``, and the ceiling is set to ``old + R - kept back``.
+``ceiling - old - known`` (``known``: recent calls seen answered before it was sent), and
+the ceiling is set to ``old + known + R - kept back`` from the latest answer.
 """
 
 from __future__ import annotations
@@ -53,14 +54,15 @@ class _Local:
     block_until: float = 0.0
     refused_until: float = 0.0
     block_slot: int = 0  # the slot the block was leased in
-    answered: dict[int, int] = field(default_factory=dict)  # slot -> this container's answers
+    unreported: dict[int, int] = field(default_factory=dict)  # lease slot -> answers seen
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass(frozen=True)
 class Ticket:
-    """One call drawn: the slot of its lease, and what this container knew had reached
-    Capsule before the call was sent (its answered calls, by lease slot)."""
+    """One call drawn: the slot of its lease, and the calls known to have reached Capsule
+    before it was sent (answered, by lease slot: reported by every container, and this
+    container's own not reported yet)."""
 
     slot: int
     answered_before: Mapping[int, int]
@@ -120,9 +122,12 @@ class Budget:
                 local.block_until = now + BLOCK_SECONDS
                 local.block_slot = budgets.slot_of(now)
                 oldest = budgets.slot_of(now - self.horizon)
-                local.answered = {s: n for s, n in local.answered.items() if s >= oldest}
+                local.unreported = {s: n for s, n in local.unreported.items() if s >= oldest}
             local.left -= 1
-            ticket = Ticket(local.block_slot, dict(local.answered))
+            known = dict(local.snapshot.answered)
+            for slot, count in local.unreported.items():
+                known[slot] = known.get(slot, 0) + count
+            ticket = Ticket(local.block_slot, known)
         count_by("CapsuleRequests", "source", source)
         return ticket
 
@@ -142,9 +147,15 @@ class Budget:
                 if grant.calls == 0:
                     return grant
             written = self.store.lease(
-                key, snapshot, grant.calls, now, forget_before=now - 2 * self.horizon
+                key,
+                snapshot,
+                grant.calls,
+                now,
+                forget_before=now - 2 * self.horizon,
+                answered=local.unreported,
             )
             if written is not None:
+                local.unreported = {}  # in the item now
                 self._seen(local, written)
                 return grant
             snapshot = self._read(key, local)
@@ -178,7 +189,7 @@ class Budget:
     ) -> None:
         """Take Capsule's answer (status and X-RateLimit-* headers) to the call ``ticket``
         drew into the budget: a 429 stops every container until ``reset_at``; ``remaining``
-        lowers the ceiling when it is stricter than the budget.
+        sets the ceiling when it is stricter than the budget.
 
         An AWS fault here is logged, never raised: Capsule's answer (maybe to a write) must
         reach the caller; this container still stops after a 429.
@@ -203,7 +214,7 @@ class Budget:
         now = time.time()
         if ticket is not None and status != 429:
             with local.lock:
-                local.answered[ticket.slot] = local.answered.get(ticket.slot, 0) + 1
+                local.unreported[ticket.slot] = local.unreported.get(ticket.slot, 0) + 1
         if status == 429:
             until = int(reset_at or now + BLOCKED_FALLBACK_SECONDS)
             with local.lock:
@@ -226,7 +237,7 @@ class Budget:
         slack = min(BLOCK, keep)
 
         oldest = budgets.slot_of(now - self.horizon)
-        # Recent calls of this container answered before this call was sent reached Capsule
+        # Recent calls seen answered before this call was sent reached Capsule
         # before this answer: counted in Remaining, so they are not outstanding.
         known = sum(n for s, n in (ticket.answered_before if ticket else {}).items() if s >= oldest)
 
@@ -234,17 +245,31 @@ class Budget:
             old = snapshot.leased - snapshot.recent(now, self.horizon)
             return old + known + remaining - keep
 
-        def stricter(snapshot: Snapshot) -> bool:
+        def newer(snapshot: Snapshot) -> bool:
+            """Whether this answer replaces the cap: the latest answer (the smallest
+            Remaining before a reset) alone bounds what may still go out, whatever earlier
+            ones said."""
             if snapshot.cap_until > reset:
                 return False  # an answer from Capsule's previous hour, arriving late
             if snapshot.cap_until == reset:
-                return ceiling(snapshot) < snapshot.cap_ceiling - slack
+                if remaining > snapshot.cap_remaining:
+                    return False  # an earlier answer, arriving late
+                moved = ceiling(snapshot) - snapshot.cap_ceiling
+                return moved < -slack or moved > BLOCK
             return ceiling(snapshot) < snapshot.own(now, self.hourly) - slack
 
         with local.lock:
             self._update(
-                key, local, stricter, lambda s: {"cap_until": reset, "cap_ceiling": ceiling(s)}
+                key,
+                local,
+                newer,
+                lambda s: {
+                    "cap_until": reset,
+                    "cap_ceiling": ceiling(s),
+                    "cap_remaining": remaining,
+                },
             )
+
             if local.snapshot.overcommitted(now):
                 local.left = 0  # what this container holds may be more than Capsule allows
 
@@ -269,6 +294,7 @@ class Budget:
                 self._seen(local, written)
                 return
             snapshot = self._read(key, local)
+        logger.warning("Capsule budget limit not updated", extra={"attempts": _ATTEMPTS})
 
     def record(self, site: str, user_id: str, source: str, calls: int) -> None:
         """Count calls made before the user was known (the callback's identity lookups):

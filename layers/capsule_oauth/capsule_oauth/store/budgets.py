@@ -9,10 +9,12 @@ The item (key ``<site>#<user id>``):
 - ``leased``: calls ever handed out, in blocks (a container spends its block from memory).
 - ``window`` / ``own_ceiling``: the clock hour being counted and the ``leased`` value at
   which CAPSULE_HOURLY_BUDGET calls have been handed out in it.
-- ``cap_until`` / ``cap_ceiling``: Capsule's own ``X-RateLimit-Remaining`` as a ceiling on
-  ``leased`` until its ``X-RateLimit-Reset``, when it is stricter than the budget.
+- ``cap_until`` / ``cap_ceiling`` / ``cap_remaining``: Capsule's latest
+  ``X-RateLimit-Remaining`` as a ceiling on ``leased`` until its ``X-RateLimit-Reset``.
 - ``blocked_until``: after a 429 nothing is handed out before Capsule's reset.
 - ``s<slot>``: calls handed out per SLOT_SECONDS, to tell calls Capsule may not have seen.
+- ``a<slot>``: of those, calls containers have seen answered (reported with their next
+  lease): Capsule has counted them.
 """
 
 from __future__ import annotations
@@ -33,7 +35,14 @@ KEY: Final = "capsule_user"
 SLOT_SECONDS: Final = 5
 WINDOW_SECONDS: Final = 3600
 ITEM_TTL_SECONDS: Final = 2 * 86_400
-_LIMITS: Final = ("window", "own_ceiling", "cap_until", "cap_ceiling", "blocked_until")
+_LIMITS: Final = (
+    "window",
+    "own_ceiling",
+    "cap_until",
+    "cap_ceiling",
+    "cap_remaining",
+    "blocked_until",
+)
 
 
 def key(site: str, user_id: str) -> str:
@@ -53,8 +62,10 @@ class Snapshot:
     own_ceiling: int = 0
     cap_until: int = 0
     cap_ceiling: int = 0
+    cap_remaining: int = 0  # the Remaining the cap was taken from (the latest answer's)
     blocked_until: int = 0
     slots: Mapping[int, int] = field(default_factory=dict)
+    answered: Mapping[int, int] = field(default_factory=dict)  # a<slot>, by lease slot
     exists: bool = False
 
     @classmethod
@@ -66,13 +77,21 @@ class Snapshot:
             value = item.get(name)
             return int(value["N"]) if value and "N" in value else 0
 
-        slots = {
-            int(name[1:]): int(value["N"])
-            for name, value in item.items()
-            if name[:1] == "s" and name[1:].isdigit() and "N" in value
-        }
+        def per_slot(prefix: str) -> dict[int, int]:
+            return {
+                int(name[1:]): int(value["N"])
+                for name, value in item.items()
+                if name[:1] == prefix and name[1:].isdigit() and "N" in value
+            }
+
         limits = {name: n(name) for name in _LIMITS}
-        return cls(leased=n("leased"), slots=slots, exists=True, **limits)
+        return cls(
+            leased=n("leased"),
+            slots=per_slot("s"),
+            answered=per_slot("a"),
+            exists=True,
+            **limits,
+        )
 
     def recent(self, now: float, horizon: float) -> int:
         """Calls handed out in slots that may end within ``horizon`` seconds of ``now``."""
@@ -124,28 +143,47 @@ class BudgetStore:
         return Snapshot.from_item(answer.get("Item"))
 
     def lease(
-        self, user: str, snapshot: Snapshot, calls: int, now: float, *, forget_before: float
+        self,
+        user: str,
+        snapshot: Snapshot,
+        calls: int,
+        now: float,
+        *,
+        forget_before: float,
+        answered: Mapping[int, int] | None = None,
     ) -> Snapshot | None:
         """Take ``calls`` more, provided the limits still are what ``snapshot`` says and the
         ceiling is not passed; None when they are not. Other containers' leases do not fail
-        it, only a ceiling they may have reached. Slots older than ``forget_before`` go."""
+        it, only a ceiling they may have reached. ``answered`` (lease slot -> calls) is what
+        this container saw answered since its last lease. Slots before ``forget_before`` go."""
         window = int(now // WINDOW_SECONDS)
-        stale = [s for s in snapshot.slots if s * SLOT_SECONDS < forget_before][:20]
+        stale = [
+            f"{prefix}{s}"
+            for prefix, slots in (("s", snapshot.slots), ("a", snapshot.answered))
+            for s in slots
+            if s * SLOT_SECONDS < forget_before
+        ][:20]
+        reported = {s: n for s, n in (answered or {}).items() if s * SLOT_SECONDS >= forget_before}
         names = {"#slot": f"s{slot_of(now)}", "#window": "window"}
-        names |= {f"#old{i}": f"s{s}" for i, s in enumerate(stale)}
+        names |= {f"#old{i}": name for i, name in enumerate(stale)}
+        names |= {f"#a{i}": f"a{s}" for i, s in enumerate(reported)}
         values: dict[str, AttributeValueTypeDef] = {
             ":zero": _n(0),
             ":n": _n(calls),
             ":ttl": _n(int(now) + ITEM_TTL_SECONDS),
         }
+        values |= {f":a{i}": _n(n) for i, n in enumerate(reported.values())}
         expression = (
             "SET leased = if_not_exists(leased, :zero) + :n,"
             " #slot = if_not_exists(#slot, :zero) + :n, expires_at = :ttl"
         )
+        expression += "".join(
+            f", #a{i} = if_not_exists(#a{i}, :zero) + :a{i}" for i in range(len(reported))
+        )
         if not snapshot.exists:
             expression += (
                 ", #window = :window, own_ceiling = :own, cap_until = :zero,"
-                " cap_ceiling = :zero, blocked_until = :zero"
+                " cap_ceiling = :zero, cap_remaining = :zero, blocked_until = :zero"
             )
             values |= {":window": _n(window), ":own": _n(self.hourly)}
             condition = "attribute_not_exists(#key)"
@@ -179,7 +217,12 @@ class BudgetStore:
         """Set ``limits`` (of _LIMITS) if they still are what ``snapshot`` says; else None."""
         names = {f"#f{i}": name for i, name in enumerate(limits)}
         expression = "SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(limits)))
-        condition = " AND ".join(f"#f{i} = :was{i}" for i in range(len(limits)))
+        condition = " AND ".join(  # a limit never set reads as 0
+            f"(#f{i} = :was{i} OR attribute_not_exists(#f{i}))"
+            if getattr(snapshot, name) == 0
+            else f"#f{i} = :was{i}"
+            for i, name in enumerate(limits)
+        )
         values = {f":f{i}": _n(value) for i, value in enumerate(limits.values())}
         values |= {f":was{i}": _n(getattr(snapshot, name)) for i, name in enumerate(limits)}
         return self._update(user, expression, condition, names, values)
@@ -197,6 +240,7 @@ class BudgetStore:
                 " own_ceiling = if_not_exists(own_ceiling, :own),"
                 " cap_until = if_not_exists(cap_until, :zero),"
                 " cap_ceiling = if_not_exists(cap_ceiling, :zero),"
+                " cap_remaining = if_not_exists(cap_remaining, :zero),"
                 " blocked_until = if_not_exists(blocked_until, :zero)"
             ),
             ExpressionAttributeNames={"#slot": f"s{slot_of(now)}", "#window": "window"},
