@@ -210,3 +210,17 @@ def test_calls_and_refusals_are_counted_by_source_never_by_connection(
         d for m in metrics for ds in m["_aws"]["CloudWatchMetrics"] for d in ds["Dimensions"][0]
     }
     assert dimensions == {"source", "service"}
+
+
+def test_an_answer_arriving_late_does_not_loosen_the_cap(
+    settings: Settings, atomic_moto: None
+) -> None:
+    first, second = Budget(settings), Budget(settings)
+    first.spend(SITE, USER, "client")
+    late = second.spend(SITE, USER, "client")  # sent first, answered last
+    reset = time.time() + 1800
+
+    first.observe(SITE, USER, status=200, limit=4000, remaining=410, reset_at=reset)
+    second.observe(SITE, USER, status=200, limit=4000, remaining=500, reset_at=reset, ticket=late)
+
+    assert spend_until_refused(first) + spend_until_refused(second) <= 10

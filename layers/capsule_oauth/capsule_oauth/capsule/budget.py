@@ -212,7 +212,9 @@ class Budget:
         key = budgets.key(site, user_id)
         local = self._local(key)
         now = time.time()
-        if ticket is not None and status != 429:
+        # Known to be counted by Capsule: an answer for the user that says what is left (a
+        # 401 is nobody's, a 429 or a 5xx may not count).
+        if ticket is not None and status < 500 and status not in {401, 429} and remaining:
             with local.lock:
                 local.unreported[ticket.slot] = local.unreported.get(ticket.slot, 0) + 1
         if status == 429:
