@@ -23,6 +23,7 @@ from typing import Any
 from bench import (
     callback_latency,
     calls,
+    capsule_calls,
     cold_start,
     deploy_size,
     first_invocation,
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         crashed,
         lambda: callback_latency.run(sizes.callbacks, sizes.capsule_latency_s),
     )
+    _section(capsule_calls.SECTION, rows, crashed, lambda: capsule_calls.run(judged=sizes.judged))
     _section(refresh_scale.SECTION, rows, crashed, scale_rows)
     _section(
         deploy_size.SECTION,

@@ -25,11 +25,13 @@ from local.stack import load_event
 SECTION = "calls per flow"
 
 # Start reads its connect session and writes the state; the callback consumes the state
-# (marks it used), claims the session (its first connection finishes it), seals and writes
-# the connection, and notes on the used state what was connected (a reload then says so).
-# With a return URL, one more write: the capsule_result's hash.
+# (marks it used), counts its two identity lookups in the Capsule user's budget, claims the
+# session (its first connection finishes it), seals and writes the connection, and notes on
+# the used state what was connected (a reload then says so). With a return URL, one more
+# write: the capsule_result's hash.
 START_WARM_TARGET = ["dynamodb:GetItem", "dynamodb:PutItem"]
 CALLBACK_WARM_TARGET = [
+    "dynamodb:UpdateItem",
     "dynamodb:UpdateItem",
     "dynamodb:UpdateItem",
     "kms:Encrypt",
@@ -199,8 +201,8 @@ def run() -> list[Row]:
                     "callback, warm",
                     flows.callback(flows.start(), second),
                     CALLBACK_WARM_TARGET,
-                    "5 AWS (state consume, session claim, KMS encrypt, connection write,"
-                    " state completed)",
+                    "6 AWS (state consume, session claim, KMS encrypt, connection write,"
+                    " budget count, state completed)",
                 )
             )
 

@@ -9,6 +9,7 @@ import sys
 import threading
 from types import FrameType
 
+from local.capsule_emulator.store import DEFAULT_RATE_LIMIT
 from local.deployment import LocalDeployment, PortBusy, Ports
 
 
@@ -22,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=604799,
         help="access-token lifetime the emulator grants, in seconds (short for demos)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=int,
+        default=DEFAULT_RATE_LIMIT,
+        help="API calls per Capsule user per hour the emulator allows (low for demos)",
     )
     parser.add_argument(
         "--json", action="store_true", help="print the stack's addresses as one JSON line"
@@ -42,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = LocalDeployment(
         ports=ports,
         access_token_lifetime=args.expires_in,
+        rate_limit=args.rate_limit,
         write_state_file=not args.no_state_file,
     )
     try:

@@ -29,6 +29,7 @@ from botocore.credentials import Credentials
 
 from local import sigv4
 from local.capsule_emulator import CapsuleEmulator
+from local.capsule_emulator.store import DEFAULT_RATE_LIMIT
 from local.gateway import Gateway, LocalControl
 from local.lambda_container import LambdaFunction, mount_layers
 from local.stack import ACCOUNT, REGION, ROOT, Stack, Template, create_stack, load_event
@@ -108,6 +109,7 @@ class LocalDeployment(LocalControl):
     host: str = "127.0.0.1"
     public_host: str = "localhost"
     access_token_lifetime: int = 604799
+    rate_limit: int = DEFAULT_RATE_LIMIT  # the emulator's API calls per user per hour
     schedule: bool = True
     write_state_file: bool = True
     quiet: bool = False  # no JSON log lines or metrics on stdout (for the demo's narrative)
@@ -186,6 +188,7 @@ class LocalDeployment(LocalControl):
                 host=self.host,
                 port=self.ports.capsule,
                 access_token_lifetime=self.access_token_lifetime,
+                rate_limit=self.rate_limit,
             ).start()
             credentials = {"client_id": EMULATOR_CLIENT_ID, "client_secret": EMULATOR_CLIENT_SECRET}
 

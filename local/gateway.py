@@ -96,10 +96,18 @@ def match_route(routes: list[Route], method: str, path: str) -> tuple[Route | No
     segments = path.split("/")
     for route in routes:
         pattern = route.path.split("/")
-        if route.method != method or len(pattern) != len(segments):
+        if route.method not in {method, "ANY"}:
+            continue
+        greedy = pattern[-1].endswith("+}")  # {name+}: the rest of the path, at least one
+        if greedy and len(segments) >= len(pattern) and segments[len(pattern) - 1]:
+            segments_here = [*segments[: len(pattern) - 1], "/".join(segments[len(pattern) - 1 :])]
+            pattern = [*pattern[:-1], pattern[-1].replace("+}", "}")]
+        elif len(pattern) == len(segments) and not greedy:
+            segments_here = segments
+        else:
             continue
         parameters: dict[str, str] = {}
-        for expected, actual in zip(pattern, segments, strict=True):
+        for expected, actual in zip(pattern, segments_here, strict=True):
             if expected.startswith("{") and expected.endswith("}") and actual:
                 parameters[expected[1:-1]] = unquote(actual)
             elif expected != actual:
@@ -237,6 +245,12 @@ class Gateway:
                 gateway._serve(self)
 
             def do_DELETE(self) -> None:
+                gateway._serve(self)
+
+            def do_PUT(self) -> None:
+                gateway._serve(self)
+
+            def do_PATCH(self) -> None:
                 gateway._serve(self)
 
         return Handler

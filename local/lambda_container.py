@@ -122,13 +122,14 @@ def reset_caches() -> None:
     from aws_lambda_powertools.utilities.parameters import base as parameter_providers
 
     from capsule_oauth import config, tokens
-    from capsule_oauth.capsule import api
+    from capsule_oauth.capsule import api, budget
     from capsule_oauth.observability import metrics
     from capsule_oauth.store import aws
 
     aws.reset()
     config.settings.cache_clear()
     api.session.cache_clear()
+    budget.reset()
     tokens.clear_cache()
     parameters.clear_caches()  # type: ignore[no-untyped-call]
     # Providers hold boto3 clients bound to the mock they were made under.

@@ -11,6 +11,7 @@ from local.capsule_emulator.store import (
     DEFAULT_ACCESS_TOKEN_LIFETIME,
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
+    DEFAULT_RATE_LIMIT,
 )
 
 
@@ -26,6 +27,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--expires-in", type=int, default=DEFAULT_ACCESS_TOKEN_LIFETIME, help="access token life"
     )
+    parser.add_argument(
+        "--rate-limit",
+        type=int,
+        default=DEFAULT_RATE_LIMIT,
+        help="API calls per user per hour before 429",
+    )
     parser.add_argument("--quiet", action="store_true", help="don't log method, path, status")
     args = parser.parse_args(argv)
     try:
@@ -35,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             access_token_lifetime=args.expires_in,
+            rate_limit=args.rate_limit,
             log_requests=not args.quiet,
         )
     except ValueError as exc:

@@ -169,3 +169,49 @@ def test_the_readme_confirms_with_curl(local_deployment: RunningDeployment) -> N
     confirmed = json.loads(answer.stdout)
     assert confirmed["connection_id"] == query["capsule_connection_id"][0]
     assert confirmed["status"] == "active"
+
+
+@pytest.mark.usefixtures("local_credentials")
+def test_the_readme_calls_capsule_through_the_proxy_and_pages_parties(
+    local_deployment: RunningDeployment,
+) -> None:
+    connection_id = connected(local_deployment, "readme-proxy")
+    readme: dict[str, Any] = {}
+    exec(example("capsule-proxy"), readme)  # noqa: S102 - the README's own code
+    api = local_deployment.url
+
+    parties = readme["all_parties"](api, connection_id)
+    page = readme["call_capsule"](
+        api, connection_id, "GET", "parties", params={"page": 1, "perPage": 5}
+    )
+
+    assert len(parties) == 12  # the emulator's parties, every page
+    assert len({p["id"] for p in parties}) == 12
+    assert page.status_code == 200
+    assert page.headers["X-Pagination-Has-More"] == "true"
+    assert 'rel="next"' in page.headers["Link"]
+    assert int(page.headers["X-RateLimit-Remaining"]) < int(page.headers["X-RateLimit-Limit"])
+    assert page.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.usefixtures("local_credentials")
+def test_the_readme_calls_capsule_through_the_proxy_with_curl(
+    local_deployment: RunningDeployment,
+) -> None:
+    connection_id = connected(local_deployment, "readme-proxy-curl")
+    env = {**os.environ, "API": local_deployment.url, "CONNECTION_ID": connection_id}
+
+    bash = shutil.which("bash") or "/bin/bash"
+    answers = [
+        subprocess.run(
+            [bash, "-c", command], env=env, capture_output=True, text=True, timeout=30, check=False
+        )
+        for command in shell_example("capsule-proxy-curl")
+    ]
+
+    assert [a.returncode for a in answers] == [0, 0], [a.stdout for a in answers]
+    page, me = (json.loads(a.stdout) for a in answers)
+    ids = [p["id"] for p in page["parties"]]
+    assert [i % 1000 for i in ids] == [6, 7, 8, 9, 10]  # the second page of five
+    assert me["user"]["username"] == "ada"

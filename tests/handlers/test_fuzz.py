@@ -81,6 +81,7 @@ TARGETS = [
     Target("ConnectionsFunction", "get-connection.json", JSON),
     Target("AccessTokenFunction", "access-token.json", JSON),
     Target("DisconnectFunction", "disconnect.json", JSON),
+    Target("CapsuleProxyFunction", "capsule-proxy.json", JSON, reads_body=True),
 ]
 
 Mutation = Callable[[Event], Event]

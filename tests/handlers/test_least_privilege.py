@@ -193,6 +193,17 @@ def _events(run: Run) -> None:
     run.record(lambda: run.invoke("EventsFunction", event))
 
 
+@scenario("CapsuleProxyFunction")
+def _capsule_proxy(run: Run) -> None:
+    seed(config.settings(), run.capsule)
+    reset_caches()
+    event = _path_event("capsule-proxy.json", CID)
+    event["pathParameters"]["path"] = "parties"
+    # A token near expiry, refreshed on demand, then the call drawn from the budget.
+    with time_machine.travel(T0 + EXPIRES_IN - 60, tick=False):
+        run.record(lambda: run.invoke("CapsuleProxyFunction", event))
+
+
 def test_every_function_has_a_scenario(deployed: Deployed) -> None:
     assert sorted(SCENARIOS) == deployed.functions()
 

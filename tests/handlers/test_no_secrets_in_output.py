@@ -93,6 +93,10 @@ def test_the_management_routes_and_status_events_never_show_a_token_but_one(
     with time_machine.travel(1_900_000_000 + 604799 - 60, tick=False):  # refreshed on demand
         answers.append(invoke("ConnectionsFunction", load_event("list-connections.json")))
         answers.append(invoke("ConnectionsFunction", load_event("get-connection.json") | with_id))
+        proxied = load_event("capsule-proxy.json")
+        proxied["pathParameters"] = {"connection_id": cid, "path": "parties"}
+        proxied["rawPath"] = f"/connections/{cid}/capsule/parties"
+        answers.append(invoke("CapsuleProxyFunction", proxied))  # Capsule called for the app
         issued = invoke("AccessTokenFunction", load_event("access-token.json") | with_id)
         fake_capsule.revoke_faults.extend([(503, {}, "{}")] * 2)  # 502, then forced
         answers.append(invoke("DisconnectFunction", load_event("disconnect.json") | with_id))
@@ -105,7 +109,7 @@ def test_the_management_routes_and_status_events_never_show_a_token_but_one(
         + [json.dumps(answer) for answer in answers]
     )
     assert [e["detail-type"] for e in events] == ["Connection Created", "Connection Disconnected"]
-    assert [a["statusCode"] for a in answers] == [200, 200, 502, 200]
+    assert [a["statusCode"] for a in answers] == [200, 200, 200, 502, 200]
     token = json.loads(issued["body"])["access_token"]
     tokens = {grant["access_token"], grant["refresh_token"], token}
     for call in fake_capsule.mock.calls:  # the rotated refresh token too

@@ -51,6 +51,8 @@ class FakeCapsule:
         self.api_faults: list[Reply] = []
         self.revoke_requests: list[dict[str, str]] = []
         self.api_requests: list[tuple[str, str]] = []
+        self.api_sent: list[Request] = []  # the whole requests, for what the proxy passes on
+        self.api_headers: list[dict[str, str]] = []
         # Runs on each token request before it is answered (e.g. to play another worker).
         self.before_token: Callable[[dict[str, str]], None] | None = None
         # Runs once Capsule has answered (rotated), before the answer leaves: a slow answer.
@@ -61,7 +63,9 @@ class FakeCapsule:
         for path in REVOKE_PATHS:
             mock.add_callback(responses.POST, base_url + path, self._revoke)
         api_urls = re.compile(re.escape(base_url) + r"/api/")
-        for method in (responses.GET, responses.POST, responses.PUT, responses.DELETE):
+        for method in (
+            responses.GET, responses.POST, responses.PUT, responses.PATCH, responses.DELETE
+        ):  # fmt: skip
             mock.add_callback(method, api_urls, self._api)
 
     # What tests read and set -----------------------------------------------------------
@@ -130,6 +134,8 @@ class FakeCapsule:
         sent = _request(request, self.base_url)
         with self._lock:
             self.api_requests.append((sent.method, sent.path.removeprefix("/api/v2")))
+            self.api_sent.append(sent)
+            self.api_headers.append(dict(request.headers))
         return self._answer(sent, self.api_faults)
 
     def _answer(self, sent: Request, faults: list[Reply]) -> Reply:

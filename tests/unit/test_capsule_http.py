@@ -254,7 +254,9 @@ def test_api_request_sends_the_bearer_token_and_reads_rate_limits(
         },
     )
 
-    answer = api.api_request(BASE, "tok", "GET", "/parties", timeout=1, params={"page": 2})
+    answer = api.api_request(
+        BASE, "tok", "GET", "/parties", timeout=1, draw=None, params={"page": 2}
+    )
 
     assert answer.body == {"parties": []}
     assert answer.rate_limit == api.RateLimit(4000, 12, 1_900_000_000)
@@ -272,14 +274,14 @@ def test_api_422_keeps_capsules_field_errors(mock: responses.RequestsMock) -> No
     )
 
     with pytest.raises(capsule_errors.CapsuleAPIError) as raised:
-        api.api_request(BASE, "tok", "POST", "/parties", timeout=1, json={})
+        api.api_request(BASE, "tok", "POST", "/parties", timeout=1, draw=None, json={})
 
     assert (raised.value.status, raised.value.errors) == (422, errors)
 
 
 def test_api_path_must_stay_under_api_v2() -> None:
     with pytest.raises(ValueError, match="relative"):
-        api.api_request(BASE, "tok", "GET", "https://evil.example/x", timeout=1)
+        api.api_request(BASE, "tok", "GET", "https://evil.example/x", timeout=1, draw=None)
 
 
 @pytest.mark.parametrize(

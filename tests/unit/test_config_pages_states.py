@@ -26,6 +26,7 @@ def test_settings_defaults_match_the_documented_ones() -> None:
     assert settings.redirect_uri is None
     assert settings.refresh_lead_seconds == 86_400
     assert settings.token_margin_seconds == 300
+    assert settings.capsule_hourly_budget == 3600
 
 
 @pytest.mark.parametrize("missing", sorted(REQUIRED))

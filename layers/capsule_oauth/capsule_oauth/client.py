@@ -5,18 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from capsule_oauth import config, tokens
-from capsule_oauth.capsule import api
+from capsule_oauth.capsule import api, budget
 from capsule_oauth.capsule.api import APIResponse, RateLimit
 from capsule_oauth.config import Settings
-from capsule_oauth.errors import CapsuleRateLimited, CapsuleUnauthorized
+from capsule_oauth.errors import CapsuleUnauthorized
 
 
 class CapsuleClient:
     """Call ``<base>/api/v2`` as the person who connected ``connection_id``.
 
-    A 401 refreshes the token once and retries once; a 429 raises ``CapsuleRateLimited``
-    with ``reset_at`` (do not retry before it); other failures raise ``CapsuleAPIError`` or
-    ``CapsuleUnavailable``. ``rate_limit`` holds the limits of the last answer.
+    Every call draws from the Capsule user's budget (capsule/budget.py), shared with every
+    connection of that user and every container. A 401 refreshes the token once and retries
+    once; a spent budget or a 429 raises ``CapsuleRateLimited`` with ``reset_at`` (nothing
+    is sent before it); other failures raise ``CapsuleAPIError`` or ``CapsuleUnavailable``.
+    ``rate_limit`` holds Capsule's limits from its last answer that carried them.
     """
 
     def __init__(self, connection_id: str, *, settings: Settings | None = None) -> None:
@@ -51,20 +53,17 @@ class CapsuleClient:
         params: dict[str, Any] | None,
         json: Any,
     ) -> APIResponse:
-        try:
-            answer = api.api_request(
-                self.settings.capsule_base_url,
-                token.value,
-                method,
-                path,
-                timeout=self.settings.http_timeout_seconds,
-                params=params,
-                json=json,
-            )
-        except CapsuleRateLimited:
-            self.rate_limit = None
-            raise
-        self.rate_limit = answer.rate_limit
+        answer = api.api_request(
+            self.settings.capsule_base_url,
+            token.value,
+            method,
+            path,
+            timeout=self.settings.http_timeout_seconds,
+            draw=api.Draw(token.site, token.user_id, "client", budget.shared(self.settings)),
+            params=params,
+            json=json,
+        )
+        self.rate_limit = answer.rate_limit or self.rate_limit
         return answer
 
     def get(self, path: str, *, params: dict[str, Any] | None = None) -> Any:

@@ -130,6 +130,8 @@ class Settings:
     confirm_connections: bool = True  # a new connection waits for the app's confirm
     connect_confirm_seconds: int = 600  # how long a capsule_result can confirm it
     management_caller_arns: tuple[str, ...] = ()  # empty: any caller IAM lets through
+    capsule_hourly_budget: int = 3600  # API v2 calls per Capsule user per hour (of 4,000)
+    budgets_table: str = ""  # one item per Capsule user; required once Capsule is called
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -195,6 +197,10 @@ class Settings:
                 _number(env, "CONNECT_CONFIRM_SECONDS", cls.connect_confirm_seconds, 60)
             ),
             management_caller_arns=_caller_arns(env, "MANAGEMENT_CALLER_ARNS"),
+            capsule_hourly_budget=int(
+                _number(env, "CAPSULE_HOURLY_BUDGET", cls.capsule_hourly_budget, 1)
+            ),
+            budgets_table=env.get("CAPSULE_BUDGETS_TABLE_NAME", "").strip(),
         )
 
 

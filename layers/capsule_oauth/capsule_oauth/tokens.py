@@ -37,6 +37,8 @@ class AccessToken:
     expires_at: int
     lifetime: int = 0  # seconds the token was issued for (0: not known)
     read_at: float = field(default_factory=time.time)  # when this container read it
+    site: str = ""  # the Capsule user it speaks for: whose budget its calls draw from
+    user_id: str = ""
 
 
 def margin(settings: Settings, lifetime: int) -> int:
@@ -94,7 +96,12 @@ def _usable(token: AccessToken | None, settings: Settings, now: float) -> bool:
 def _from_connection(settings: Settings, connection: Connection) -> AccessToken:
     pair = ConnectionStore(settings).tokens(connection)
     return AccessToken(
-        pair.access_token, connection.version, connection.expires_at, connection.token_lifetime
+        pair.access_token,
+        connection.version,
+        connection.expires_at,
+        connection.token_lifetime,
+        site=connection.subdomain,
+        user_id=connection.user_id,
     )
 
 
@@ -207,6 +214,8 @@ def renew(
                 result.connection.version,
                 result.connection.expires_at,
                 result.connection.token_lifetime,
+                site=result.connection.subdomain,
+                user_id=result.connection.user_id,
             )
             return _remember(connection_id, token)
         if result.outcome is Outcome.MISSING:

@@ -18,6 +18,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from capsule_oauth.capsule import budget
 from capsule_oauth.errors import (
     CapsuleAPIError,
     CapsuleBadResponse,
@@ -26,6 +27,7 @@ from capsule_oauth.errors import (
     CapsuleUnauthorized,
     CapsuleUnavailable,
 )
+from capsule_oauth.observability import count_by
 
 USER_AGENT = "capsule-connector/0.1"
 
@@ -205,6 +207,87 @@ class APIResponse:
     headers: dict[str, str]
 
 
+@dataclass(frozen=True)
+class Draw:
+    """Whose budget an API v2 call draws from (see capsule/budget.py), and for what."""
+
+    site: str
+    user_id: str
+    source: str  # proxy | client | callback (the metrics' dimension)
+    budget: budget.Budget | None = None  # None: this process's shared budgets
+
+
+def api_call(
+    base_url: str,
+    access_token: str,
+    method: str,
+    path: str,
+    *,
+    timeout: float,
+    draw: Draw | None,
+    params: Any = None,
+    json: Any = None,
+    data: bytes | None = None,
+    deadline: float | None = None,
+) -> requests.Response:
+    """Send one API v2 call, drawn from the Capsule user's budget first, and tell the budget
+    what Capsule answered. Every API v2 call goes through here.
+
+    Raises CapsuleRateLimited (budget spent: nothing sent), CapsuleTimeout or
+    CapsuleUnavailable (no answer); any answer Capsule gave is returned as it is.
+    ``draw`` is None only where the Capsule user is not known yet (the callback counts its
+    identity lookups once it knows whose they were).
+    """
+    if not path.startswith("/") or "://" in path:
+        raise ValueError(f"path must be relative to /api/v2 and start with '/', got {path!r}")
+    spender, ticket = None, None
+    if draw is not None:
+        spender = draw.budget or budget.shared()
+        ticket = spender.spend(draw.site, draw.user_id, draw.source)
+    headers = {"Authorization": f"Bearer {access_token}"}
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    response = send(
+        method.upper(),
+        f"{base_url}/api/v2{path}",
+        timeout,
+        params=params,
+        json=json,
+        data=data,
+        headers=headers,
+        deadline=deadline,
+    )
+    if spender is not None and draw is not None:
+        observe(spender, draw, response, ticket)
+    return response
+
+
+def observe(
+    spender: budget.Budget,
+    draw: Draw,
+    response: requests.Response,
+    ticket: budget.Ticket | None = None,
+) -> None:
+    """What Capsule's answer says about the user's budget."""
+    limits = RateLimit.from_headers(response.headers)
+    reset_at = limits.reset_at if limits else None
+    if response.status_code == 429:
+        count_by("CapsuleRateLimited", "source", draw.source)
+        try:
+            reset_at = _reset_at(response)
+        except CapsuleBadResponse:
+            reset_at = None
+    spender.observe(
+        draw.site,
+        draw.user_id,
+        status=response.status_code,
+        limit=limits.limit if limits else None,
+        remaining=limits.remaining if limits else None,
+        reset_at=reset_at,
+        ticket=ticket,
+    )
+
+
 def api_request(
     base_url: str,
     access_token: str,
@@ -212,20 +295,21 @@ def api_request(
     path: str,
     *,
     timeout: float,
+    draw: Draw | None,
     params: dict[str, Any] | None = None,
     json: Any = None,
     deadline: float | None = None,
 ) -> APIResponse:
     """Call ``<base>/api/v2<path>`` with the bearer token; raise a CapsuleError on failure."""
-    if not path.startswith("/") or "://" in path:
-        raise ValueError(f"path must be relative to /api/v2 and start with '/', got {path!r}")
-    response = send(
-        method.upper(),
-        f"{base_url}/api/v2{path}",
-        timeout,
+    response = api_call(
+        base_url,
+        access_token,
+        method,
+        path,
+        timeout=timeout,
+        draw=draw,
         params=params,
         json=json,
-        headers={"Authorization": f"Bearer {access_token}"},
         deadline=deadline,
     )
     raise_for_common(response)

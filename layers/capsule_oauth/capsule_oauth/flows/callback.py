@@ -14,7 +14,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from capsule_oauth.capsule import api, token_endpoint
+from botocore.exceptions import BotoCoreError, ClientError
+
+from capsule_oauth.capsule import api, budget, token_endpoint
 from capsule_oauth.capsule.token_endpoint import TokenResponse
 from capsule_oauth.config import Settings
 from capsule_oauth.errors import (
@@ -96,15 +98,20 @@ def _capsule_said_no(params: dict[str, str], return_url: str | None) -> Authoriz
 
 
 def _identity(settings: Settings, tokens: TokenResponse) -> Identity:
+    answers: list[api.APIResponse] = []
+
     def get(path: str, key: str) -> dict[str, Any]:
-        body = api.api_request(
+        # Whose budget these draw from is what they find out: counted once they answer.
+        answer = api.api_request(
             settings.capsule_base_url,
             tokens.access_token,
             "GET",
             path,
             timeout=settings.http_timeout_seconds,
-        ).body
-        value = body.get(key) if isinstance(body, dict) else None
+            draw=None,
+        )
+        answers.append(answer)
+        value = answer.body.get(key) if isinstance(answer.body, dict) else None
         if not isinstance(value, dict):
             raise CapsuleBadResponse(f"Capsule {path} has no {key!r} object")
         return value
@@ -121,6 +128,7 @@ def _identity(settings: Settings, tokens: TokenResponse) -> Identity:
     user_id = user.get("id")
     if not subdomain or user_id in (None, ""):
         raise CapsuleBadResponse("Capsule did not say which site and user connected")
+    _count_lookups(settings, subdomain, str(user_id), answers)
     name = str(user.get("name") or user.get("username") or f"user {user_id}")
     return Identity(
         subdomain=subdomain,
@@ -130,6 +138,31 @@ def _identity(settings: Settings, tokens: TokenResponse) -> Identity:
         user_name=name,
         username=str(user.get("username") or ""),
     )
+
+
+def _count_lookups(
+    settings: Settings, site: str, user_id: str, answers: list[api.APIResponse]
+) -> None:
+    """The identity lookups drew on this user's budget; a fault here never stops a sign-in."""
+    spender = budget.shared(settings)
+    try:
+        spender.record(site, user_id, "callback", len(answers))
+        limits = [a.rate_limit for a in answers if a.rate_limit and a.rate_limit.remaining]
+        if (
+            limits
+            and min(limit.remaining or 0 for limit in limits) < settings.capsule_hourly_budget
+        ):
+            last = min(limits, key=lambda limit: limit.remaining or 0)
+            spender.observe(
+                site,
+                user_id,
+                status=200,
+                limit=last.limit,
+                remaining=last.remaining,
+                reset_at=last.reset_at,
+            )
+    except (ClientError, BotoCoreError) as fault:
+        logger.warning("Capsule budget not updated", extra={"error": type(fault).__name__})
 
 
 def _save(
