@@ -61,6 +61,18 @@ def _raw_capsule_path(event: dict[str, Any]) -> str:
     return quote(value, safe="/") if isinstance(value, str) else ""
 
 
+def _query(event: dict[str, Any]) -> str:
+    """The query string as API Gateway received it: percent-encoded, printable ASCII."""
+    query = event.get("rawQueryString")
+    if query is None or query == "":
+        return ""
+    if not isinstance(query, str) or not query.isascii() or not query.isprintable():
+        raise json_api.BadRequest(
+            "invalid_request", "The query string must be percent-encoded printable ASCII."
+        )
+    return query
+
+
 def _json_body(event: dict[str, Any]) -> bytes | None:
     """The request's JSON body as bytes (None when there is none): at most
     proxy.MAX_BODY_BYTES, declared application/json, and well-formed JSON."""
@@ -152,13 +164,12 @@ def call_capsule(event: dict[str, Any]) -> dict[str, Any]:
             raise json_api.BadRequest("invalid_path", str(invalid)) from None
         outcome["path"] = path  # never the query: its values may be personal data
         body = _json_body(event)
-        query = event.get("rawQueryString")
         answer = proxy.forward(
             settings(),
             connection_id,
             method,
             path,
-            query=query if isinstance(query, str) else "",
+            query=_query(event),
             body=body,
         )
         outcome["capsule_status"] = answer.status

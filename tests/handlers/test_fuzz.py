@@ -81,7 +81,7 @@ TARGETS = [
     Target("ConnectionsFunction", "get-connection.json", JSON),
     Target("AccessTokenFunction", "access-token.json", JSON),
     Target("DisconnectFunction", "disconnect.json", JSON),
-    Target("CapsuleProxyFunction", "capsule-proxy.json", JSON, reads_body=True),
+    Target("CapsuleProxyFunction", "capsule-proxy.json", JSON),  # a body is optional here
 ]
 
 Mutation = Callable[[Event], Event]
