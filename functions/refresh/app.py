@@ -1,4 +1,5 @@
-"""Scheduled: refresh every connection whose tokens are due, within the time budget."""
+"""Scheduled: refresh every connection whose tokens are due, then check the REST hooks that
+are due a check, within the time budget."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from capsule_oauth.config import settings
+from capsule_oauth.flows.hooks import check_due
 from capsule_oauth.flows.refresh import refresh_due
 from capsule_oauth.observability import logger, metrics
 
@@ -14,9 +16,13 @@ from capsule_oauth.observability import logger, metrics
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    configured = settings()
     report = refresh_due(
-        settings(),
+        configured,
         remaining_ms=context.get_remaining_time_in_millis,
         run_id=context.aws_request_id,
     )
-    return report.as_dict()
+    answer = report.as_dict()
+    if configured.hook_events:  # then the daily REST hook check, in the time that is left
+        answer["hooks"] = check_due(configured, remaining_ms=context.get_remaining_time_in_millis)
+    return answer

@@ -27,6 +27,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--expires-in", type=int, default=DEFAULT_ACCESS_TOKEN_LIFETIME, help="access token life"
     )
     parser.add_argument("--quiet", action="store_true", help="don't log method, path, status")
+    parser.add_argument(
+        "--hook-retry-scale",
+        type=float,
+        default=1.0,
+        help="multiply REST hook retry waits (5 s, 1 min, 5, 15, 15 min) by this; 0.01 for demos",
+    )
     args = parser.parse_args(argv)
     try:
         emulator = CapsuleEmulator(
@@ -36,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=args.port,
             access_token_lifetime=args.expires_in,
             log_requests=not args.quiet,
+            hook_retry_scale=args.hook_retry_scale,
         )
     except ValueError as exc:
         parser.error(str(exc))

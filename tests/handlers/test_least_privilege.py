@@ -13,8 +13,9 @@ from botocore.client import BaseClient
 from capsule_oauth import config
 from local.lambda_container import Invoke, reset_caches
 from local.stack import Stack, Template, load_event
-from tests.support.capsule_fake import EXPIRES_IN, FakeCapsule
+from tests.support.capsule_fake import CLIENT_ID, EXPIRES_IN, FakeCapsule
 from tests.support.connections import CID, T0, seed
+from tests.support.hooks import API, deliver, hooks_on, subscribe, token_of
 from tests.support.sign_in import callback_event, new_session, start, with_session
 
 Record = Callable[[Callable[[], Any]], set[str]]
@@ -77,8 +78,15 @@ def test_connect_sessions_function_is_granted_exactly_what_it_calls(
 
 
 def test_callback_function_is_granted_exactly_what_it_calls(
-    template: Template, stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule, record: Record
+    template: Template,
+    stack: Stack,
+    invoke: Invoke,
+    fake_capsule: FakeCapsule,
+    record: Record,
+    *,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    hooks_on(monkeypatch)  # connecting subscribes REST hooks too
     first, again = start(invoke, fake_capsule), start(invoke, fake_capsule)
     reset_caches()  # a fresh container: the secret read is part of the callback
 
@@ -96,8 +104,15 @@ def test_refresh_function_is_granted_exactly_what_it_calls(
     invoke: Invoke,
     fake_capsule: FakeCapsule,
     record: Record,
+    *,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    hooks_on(monkeypatch)
     seed(config.settings(), fake_capsule)
+    subscribe()  # its REST hooks are due a check in the run, and one of ours is orphaned
+    fake_capsule.store.hooks.create(
+        "exampleco", CLIENT_ID, "party/created", f"{API}/capsule-hooks/{'x' * 43}", ""
+    )
     reset_caches()  # a fresh container: the secret read is part of the run
 
     with time_machine.travel(T0 + EXPIRES_IN - 3600, tick=False):
@@ -148,6 +163,25 @@ def test_disconnect_function_is_granted_exactly_what_it_calls(
     called = record(lambda: invoke("DisconnectFunction", _path_event("disconnect.json", CID)))
 
     assert called == granted(template, "DisconnectFunction")
+
+
+def test_hook_intake_function_is_granted_exactly_what_it_calls(
+    template: Template,
+    stack: Stack,
+    fake_capsule: FakeCapsule,
+    invoke: Invoke,
+    record: Record,
+    *,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hooks_on(monkeypatch)
+    seed(config.settings(), fake_capsule)
+    subscribe()
+    body = {"event": "party/created", "payload": [{"id": 1}]}
+
+    called = record(lambda: deliver(invoke, token_of(fake_capsule), body))
+
+    assert called == granted(template, "HookIntakeFunction")
 
 
 def test_events_function_is_granted_exactly_what_it_calls(

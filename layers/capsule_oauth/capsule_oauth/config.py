@@ -65,6 +65,43 @@ def _url(env: Mapping[str, str], name: str, default: str) -> str:
     return value.rstrip("/")
 
 
+# Capsule's REST hook events ("Avoid polling with REST hooks", the REST_Hook model).
+HOOK_EVENTS = (
+    "party/created",
+    "party/updated",
+    "party/deleted",
+    "kase/created",
+    "kase/updated",
+    "kase/deleted",
+    "kase/closed",
+    "kase/moved",
+    "opportunity/created",
+    "opportunity/updated",
+    "opportunity/deleted",
+    "opportunity/closed",
+    "opportunity/moved",
+    "task/created",
+    "task/updated",
+    "task/completed",
+    "user/created",
+    "user/updated",
+    "user/deleted",
+)
+
+
+def _hook_events(env: Mapping[str, str]) -> tuple[str, ...]:
+    """CAPSULE_HOOK_EVENTS: comma-separated event names, each once, each one Capsule offers."""
+    names = [name.strip() for name in env.get("CAPSULE_HOOK_EVENTS", "").split(",")]
+    chosen = tuple(dict.fromkeys(name for name in names if name))
+    unknown = [name for name in chosen if name not in HOOK_EVENTS]
+    if unknown:
+        raise ConfigError(
+            f"CAPSULE_HOOK_EVENTS names events Capsule does not offer: {', '.join(unknown)};"
+            f" choose from {', '.join(HOOK_EVENTS)}"
+        )
+    return chosen
+
+
 @dataclass(frozen=True)
 class Settings:
     state_table: str
@@ -93,6 +130,7 @@ class Settings:
     refresh_failing_threshold: int = 3  # failures in a row that make "Refresh Failing"
     event_bus_name: str = "default"  # where status events go (EventsFunction)
     event_source: str = "capsule-connector"
+    hook_events: tuple[str, ...] = ()  # Capsule REST hook events subscribed; () = hooks off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -154,6 +192,7 @@ class Settings:
             ),
             event_bus_name=env.get("EVENT_BUS_NAME", "").strip() or cls.event_bus_name,
             event_source=env.get("EVENT_SOURCE", "").strip() or cls.event_source,
+            hook_events=_hook_events(env),
         )
 
 

@@ -31,6 +31,7 @@ from capsule_oauth.errors import (
     StateError,
     StateMalformed,
 )
+from capsule_oauth.flows.hooks import api_base_from_callback, subscribe_hooks
 from capsule_oauth.observability import count, count_by, logger
 from capsule_oauth.store.connections import ConnectionStore, Identity, refresh_due_at
 from capsule_oauth.store.crypto import TokenPair
@@ -263,6 +264,12 @@ def _connect(
     logger.info(
         "Capsule account connected",
         extra={"connection_id": identity.connection_id, "reconnected": identity.existed},
+    )
+    # The connection is active now: its REST hooks, with a new hook token (never fails this).
+    subscribe_hooks(
+        identity.connection_id,
+        settings=settings,
+        api_base_url=api_base_from_callback(state.redirect_uri),
     )
     return Connected(
         connection_id=identity.connection_id,

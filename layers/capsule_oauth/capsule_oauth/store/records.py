@@ -11,6 +11,7 @@ from capsule_oauth import owners
 ACTIVE = "active"
 NEEDS_REAUTH = "needs_reauth"
 DISCONNECTED = "disconnected"
+HOOKS_OFF = "off"
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,15 @@ class Connection:
     owner: str = owners.ANONYMOUS  # items saved before owners existed have none
     token_lifetime: int = 0  # expires_in of the stored access token (0: not recorded)
     disconnect_reason: str | None = None  # "revoked" or "forgotten" (forced, not revoked)
+    # Capsule REST hooks (flows/hooks.py): the hook token only as its SHA-256, the hook state,
+    # the events subscribed, the ids Capsule gave the hooks, and those still to delete.
+    hook_token_hash: str | None = None
+    hook_status: str = HOOKS_OFF
+    hook_events: tuple[str, ...] = ()
+    hook_ids: tuple[str, ...] = ()
+    hook_stale_ids: tuple[str, ...] = ()
+    hook_base_url: str | None = None
+    hooks_checked_at: int | None = None
     # Set by acquire_lease: the lease was another worker's, lapsed, and is ours now. That
     # worker may still be waiting on Capsule with a rotation that made our refresh token old.
     lease_taken_over: bool = False
@@ -53,6 +63,10 @@ class Connection:
         def n(name: str) -> int | None:
             value = item.get(name)
             return int(value["N"]) if value else None
+
+        def strings(name: str) -> tuple[str, ...]:
+            value = item.get(name)
+            return tuple(entry["S"] for entry in value["L"]) if value else ()
 
         tokens = item["tokens"]["B"] if "tokens" in item else b""  # none once disconnected
         return cls(
@@ -81,6 +95,13 @@ class Connection:
             owner=s("owner") or owners.ANONYMOUS,
             token_lifetime=n("token_lifetime") or 0,
             disconnect_reason=s("disconnect_reason"),
+            hook_token_hash=s("hook_token_hash"),
+            hook_status=s("hook_status") or HOOKS_OFF,
+            hook_events=strings("hook_events"),
+            hook_ids=strings("hook_ids"),
+            hook_stale_ids=strings("hook_stale_ids"),
+            hook_base_url=s("hook_base_url"),
+            hooks_checked_at=n("hooks_checked_at"),
         )
 
 
