@@ -38,6 +38,8 @@ from local.streams import BusQueue, StreamPump
 STATE_FILE = ROOT / ".local" / "stack.json"
 EMULATOR_CLIENT_ID = "local-client-id"
 EMULATOR_CLIENT_SECRET = "local-client-secret"
+# make local hears of people created and changed in the emulator (README).
+LOCAL_HOOK_EVENTS = "party/created,party/updated"
 
 _AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "local",
@@ -108,6 +110,7 @@ class LocalDeployment(LocalControl):
     host: str = "127.0.0.1"
     public_host: str = "localhost"
     access_token_lifetime: int = 604799
+    hook_retry_scale: float = 1.0  # the emulator's REST hook retry waits, scaled
     schedule: bool = True
     write_state_file: bool = True
     quiet: bool = False  # no JSON log lines or metrics on stdout (for the demo's narrative)
@@ -180,6 +183,7 @@ class LocalDeployment(LocalControl):
                 host=self.host,
                 port=self.ports.capsule,
                 access_token_lifetime=self.access_token_lifetime,
+                hook_retry_scale=self.hook_retry_scale,
             ).start()
             credentials = {"client_id": EMULATOR_CLIENT_ID, "client_secret": EMULATOR_CLIENT_SECRET}
 
@@ -187,7 +191,11 @@ class LocalDeployment(LocalControl):
         self.stack = create_stack(
             self.template,
             client_credentials=credentials,
-            parameters={"CapsuleBaseUrl": self.capsule_base_url},
+            parameters={
+                "CapsuleBaseUrl": self.capsule_base_url,
+                # Real Capsule cannot reach this machine: hooks only with the emulator.
+                "CapsuleHookEvents": LOCAL_HOOK_EVENTS if self.emulator is not None else "",
+            },
             prefix="local",
             session=session,
         )
@@ -320,6 +328,7 @@ class LocalDeployment(LocalControl):
                 "last_error": c.last_error,
                 "version": c.version,
                 "owner": c.owner,
+                "hooks": c.hook_status,
             }
             for c in sorted(items, key=lambda c: c.connection_id)
         ]
