@@ -13,7 +13,7 @@ from botocore.client import BaseClient
 from capsule_oauth import config
 from capsule_oauth.store import aws
 from local.lambda_container import Invoke
-from local.stack import Stack, Template
+from local.stack import Stack, Template, load_event
 from tests.support.capsule_fake import FakeCapsule
 from tests.support.connections import CID, seed
 from tests.support.hooks import Bus, deliver, delivery_event, hooks_on, subscribe, token_of
@@ -231,3 +231,16 @@ def test_the_api_access_log_holds_the_route_key_and_no_path(template: Template) 
 
     assert "$context.routeKey" in fields
     assert not [f for f in fields if re.search(r"path|uri|url|requestOverride", f, re.I)]
+
+
+def test_the_sample_event_as_written_has_an_unknown_token_and_gets_410(
+    stack: Stack, invoke: Invoke
+) -> None:
+    answer = invoke("HookIntakeFunction", load_event("hook-delivery.json"))
+
+    assert answer == {
+        "statusCode": 410,
+        "headers": {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+        "body": "",
+        "isBase64Encoded": False,
+    }

@@ -36,7 +36,7 @@ NOT_ADMIN = "not_admin"
 LIMIT_REACHED = "limit_reached"
 FAILING = "failing"
 CHECK_INTERVAL_SECONDS = 86_400  # a hook that works is checked once a day
-SUBSCRIBE_SECONDS = 5.0  # what a sign-in waits for subscribing at most; the check does the rest
+SUBSCRIBE_SECONDS = 3.0  # what a sign-in waits for subscribing at most; the check does the rest
 CHECK_MIN_REMAINING_MS = 15_000  # the scheduled run stops checking with less time than this left
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{43,128}")
 
