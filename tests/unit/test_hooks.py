@@ -270,3 +270,29 @@ def test_the_check_reads_only_the_connections_due(
 
     assert hook_flow.check_due(settings, remaining_ms=lambda: 300_000) == {}
     assert checked == []
+
+
+def test_without_a_base_url_the_fixed_redirect_uri_names_the_api(
+    hooks_enabled: None, fake_capsule: FakeCapsule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIRECT_URI", "https://connect.example.com/auth/callback")
+    config.settings.cache_clear()
+    seed(config.settings(), fake_capsule)
+
+    assert hook_flow.subscribe_hooks(CID) == "active"  # the confirm step has no callback URL
+
+    token = token_of(fake_capsule)
+    assert {h.target_url for h in subscribed(fake_capsule)} == {
+        f"https://connect.example.com/capsule-hooks/{token}"
+    }
+
+
+def test_the_api_base_is_the_callback_url_without_its_path() -> None:
+    assert (
+        hook_flow.api_base_from_callback("https://abc.execute-api.x.amazonaws.com/auth/callback")
+        == "https://abc.execute-api.x.amazonaws.com"
+    )
+    assert hook_flow.api_base_from_callback("http://localhost:3000/auth/callback") == (
+        "http://localhost:3000"
+    )
+    assert hook_flow.api_base_from_callback("https://x.test/oauth/back") == "https://x.test"

@@ -60,6 +60,11 @@ def api_base_from_callback(redirect_uri: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def _configured_base(settings: Settings) -> str | None:
+    """The API's base URL from a fixed ``RedirectUri`` (a custom domain), if one is set."""
+    return api_base_from_callback(settings.redirect_uri) if settings.redirect_uri else None
+
+
 def target_url(base_url: str, token: str) -> str:
     return f"{base_url}{HOOK_PATH}{token}"
 
@@ -188,10 +193,10 @@ def subscribe_hooks(
     new hook token; the old token's hooks are deleted at Capsule. Never raises.
 
     ``api_base_url``: where the intake is (``https://<api>``); without it, the one the
-    connection was subscribed with before. Returns the hook status (``active``,
-    ``not_admin``, ``limit_reached``, ``failing``), ``off`` when no events are configured,
-    or None when the connection is not active. Whatever is not done in ``deadline_seconds``
-    is left ``failing`` for the scheduled check.
+    connection was subscribed with before, else the one ``RedirectUri`` names. Returns the
+    hook status (``active``, ``not_admin``, ``limit_reached``, ``failing``), ``off`` when
+    no events are configured, or None when the connection is not active. Whatever is not
+    done in ``deadline_seconds`` is left ``failing`` for the scheduled check.
     """
     settings = settings or config.settings()
     if not settings.hook_events:
@@ -241,7 +246,7 @@ def _subscribe(
     deadline: float,
     now: int,
 ) -> str:
-    base = connection.hook_base_url
+    base = connection.hook_base_url or _configured_base(settings)
     if not base:
         raise CapsuleError("no API base URL to subscribe hooks to")
     access_token = ConnectionStore(settings).tokens(connection).access_token
@@ -310,7 +315,7 @@ def check_connection_hooks(
     except CapsuleError:
         _keep_as(settings, connection, FAILING, now)
         raise
-    base = connection.hook_base_url
+    base = connection.hook_base_url or _configured_base(settings)
     current = [
         hook
         for hook in listed
@@ -325,7 +330,7 @@ def check_connection_hooks(
         connection = hook_store.begin(
             connection_id, token_hash=hashed, events=settings.hook_events, base_url=None, now=now
         )
-        if not connection.hook_base_url:
+        if not base:
             raise CapsuleError("no API base URL to subscribe hooks to")
     keep: dict[str, RestHook] = {}
     for hook in current:
@@ -336,12 +341,12 @@ def check_connection_hooks(
     known = {*connection.hook_ids, *connection.hook_stale_ids}
     stale = [hook.hook_id for hook in current if hook.hook_id not in kept_ids]
     stale += [hook_id for hook_id in known if hook_id in listed_ids and hook_id not in kept_ids]
-    stale += _orphans(hook_store, listed, connection, known)
+    stale += _orphans(hook_store, listed, connection, known, base)
     synced = _sync(
         settings,
         access_token,
         connection_id,
-        target=target_url(connection.hook_base_url or "", token),
+        target=target_url(base or "", token),
         keep=list(keep.values()),
         stale_ids=stale,
         deadline=deadline,
@@ -369,12 +374,16 @@ def _keep_as(settings: Settings, connection: Connection, status: str, now: int) 
 
 
 def _orphans(
-    hook_store: HookStore, listed: Sequence[RestHook], connection: Connection, known: set[str]
+    hook_store: HookStore,
+    listed: Sequence[RestHook],
+    connection: Connection,
+    known: set[str],
+    base: str | None,
 ) -> list[str]:
     """Our intake's hooks whose token no connection holds (a subscribe cut short)."""
     found: list[str] = []
     for hook in listed:
-        token = _token_in(hook.target_url, connection.hook_base_url)
+        token = _token_in(hook.target_url, base)
         if token is None or hook.hook_id in known:
             continue
         hashed = token_hash(token)
