@@ -12,7 +12,7 @@ import pytest
 import time_machine
 
 from capsule_oauth import config, disconnect, get_connection
-from capsule_oauth.errors import ConfigError
+from capsule_oauth.errors import CapsuleError, ConfigError
 from capsule_oauth.flows import hooks as hook_flow
 from local.lambda_container import Invoke
 from local.stack import Stack
@@ -296,3 +296,20 @@ def test_the_api_base_is_the_callback_url_without_its_path() -> None:
         "http://localhost:3000"
     )
     assert hook_flow.api_base_from_callback("https://x.test/oauth/back") == "https://x.test"
+
+
+def test_a_disconnect_that_fails_after_deleting_the_hooks_has_them_subscribed_in_the_next_run(
+    hooks_enabled: None, invoke: Invoke, fake_capsule: FakeCapsule
+) -> None:
+    seed(config.settings(), fake_capsule, expires_at=int(time.time()) + 10 * 86_400)
+    subscribe()
+    fake_capsule.revoke_faults.extend([(503, {}, "{}")] * 4)
+
+    with pytest.raises(CapsuleError):
+        disconnect(CID)
+
+    assert stored(config.settings()).status == "active"
+    assert subscribed(fake_capsule) == []
+    assert get_connection(CID)["hooks"]["status"] == "failing"
+    assert _check_run(invoke, time.time() + 60) == {"active": 1}
+    assert sorted(h.event for h in subscribed(fake_capsule)) == sorted(EVENTS)

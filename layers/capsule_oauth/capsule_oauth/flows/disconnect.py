@@ -22,7 +22,7 @@ from capsule_oauth.errors import (
     TokenDecryptionError,
     TokenUnavailable,
 )
-from capsule_oauth.flows.hooks import unsubscribe_hooks
+from capsule_oauth.flows.hooks import resubscribe_soon, unsubscribe_hooks
 from capsule_oauth.observability import count, logger
 from capsule_oauth.store.connections import DISCONNECTED, ConnectionStore
 from capsule_oauth.store.crypto import TokenPair
@@ -88,6 +88,9 @@ def disconnect(
                 revoked = True
             except (CapsuleError, TokenDecryptionError) as error:
                 if not force:
+                    # Still connected, maybe without its hooks: the next scheduled run
+                    # subscribes them again.
+                    resubscribe_soon(settings, current)
                     raise
                 count("DisconnectForced")
                 logger.warning(

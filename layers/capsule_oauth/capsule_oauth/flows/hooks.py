@@ -291,6 +291,29 @@ def unsubscribe_hooks(settings: Settings, connection: Connection, access_token: 
     return not failed
 
 
+def resubscribe_soon(settings: Settings, connection: Connection) -> None:
+    """A disconnect deleted the hooks, then failed: the connection stays, so its hooks are
+    left ``failing`` for the next scheduled run to subscribe again. Never raises."""
+    if not connection.hook_token_hash:
+        return
+    try:
+        HookStore(settings).record(
+            connection.connection_id,
+            token_hash=connection.hook_token_hash,
+            status=FAILING,
+            events=connection.hook_events,
+            hook_ids=(),
+            stale_ids=(),
+            checked_at=connection.hooks_checked_at or int(time.time()),
+            next_check_at=int(time.time()),
+        )
+    except Exception as error:  # the daily check still finds them gone
+        logger.warning(
+            "Could not mark the hooks for the next run",
+            extra={"connection_id": connection.connection_id, "error": type(error).__name__},
+        )
+
+
 # --- the daily check ---------------------------------------------------------------------------
 
 
