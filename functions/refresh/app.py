@@ -23,6 +23,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         run_id=context.aws_request_id,
     )
     answer = report.as_dict()
-    if configured.hook_events:  # then the daily REST hook check, in the time that is left
-        answer["hooks"] = check_due(configured, remaining_ms=context.get_remaining_time_in_millis)
+    # Then the daily REST hook check, in the time that is left (with hooks off, it deletes
+    # the hooks still kept, if any).
+    hooks = check_due(configured, remaining_ms=context.get_remaining_time_in_millis)
+    if configured.hook_events or hooks:
+        answer["hooks"] = hooks
     return answer

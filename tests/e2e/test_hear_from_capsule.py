@@ -23,7 +23,7 @@ def http(local_deployment: RunningDeployment) -> Iterator[requests.Session]:
         yield session
 
 
-def _record_changes(stack: RunningDeployment, timeout: float = 20) -> list[dict[str, Any]]:
+def _record_changes(stack: RunningDeployment, timeout: float = 30) -> list[dict[str, Any]]:
     """Wait for Capsule Record Changed events on the landing page's queue."""
     until = time.monotonic() + timeout
     while time.monotonic() < until:
@@ -44,6 +44,9 @@ def test_a_person_created_in_the_emulator_arrives_as_an_event_on_the_landing_pag
     connection_id = query["capsule_connection_id"][0]
     found = connection(local_deployment, connection_id)
     assert found is not None
+    if found["hooks"] == "failing":  # a busy machine: subscribing took over its 3 s
+        requests.post(f"{local_deployment.url}/_local/refresh", timeout=60)  # the run does it
+        found = connection(local_deployment, connection_id) or {}
     assert found["hooks"] == "active"
 
     # The home page's button: a person created in Capsule.

@@ -313,3 +313,21 @@ def test_a_disconnect_that_fails_after_deleting_the_hooks_has_them_subscribed_in
     assert get_connection(CID)["hooks"]["status"] == "failing"
     assert _check_run(invoke, time.time() + 60) == {"active": 1}
     assert sorted(h.event for h in subscribed(fake_capsule)) == sorted(EVENTS)
+
+
+def test_turning_hooks_off_deletes_them_in_the_next_check_and_the_url_is_gone(
+    hooks_enabled: None, invoke: Invoke, fake_capsule: FakeCapsule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(config.settings(), fake_capsule, expires_at=int(time.time()) + 10 * 86_400)
+    subscribe()
+    token = token_of(fake_capsule)
+    monkeypatch.setenv("CAPSULE_HOOK_EVENTS", "")
+    config.settings.cache_clear()
+
+    assert _check_run(invoke, time.time() + 86_401) == {"off": 1}
+
+    assert subscribed(fake_capsule) == []
+    assert get_connection(CID)["hooks"]["status"] == "off"
+    assert deliver(invoke, token, DELIVERY) == 410
+    with time_machine.travel(time.time() + 2 * 86_401, tick=False):
+        assert "hooks" not in invoke("RefreshFunction", {"source": "aws.events"})

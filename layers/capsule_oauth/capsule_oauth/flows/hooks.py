@@ -334,11 +334,22 @@ def check_connection_hooks(
     try:
         listed = hooks.list_hooks(settings, access_token, deadline=deadline)
     except HooksNotAllowed:
+        if not settings.hook_events:  # it could not have subscribed any: nothing to delete
+            return _turn_off(settings, connection, [], access_token, now=now, deadline=deadline)
         return _keep_as(settings, connection, NOT_ADMIN, now)
     except CapsuleError:
         _keep_as(settings, connection, FAILING, now)
         raise
     base = connection.hook_base_url or _configured_base(settings)
+    if not settings.hook_events:
+        ours = [
+            hook.hook_id
+            for hook in listed
+            if hook.hook_id in {*connection.hook_ids, *connection.hook_stale_ids}
+            or ((token := _token_in(hook.target_url, base)) is not None
+                and token_hash(token) == connection.hook_token_hash)
+        ]  # fmt: skip
+        return _turn_off(settings, connection, ours, access_token, now=now, deadline=deadline)
     current = [
         hook
         for hook in listed
@@ -377,6 +388,44 @@ def check_connection_hooks(
     return _record(
         settings, access_token, connection_id=connection_id, hashed=hashed, synced=synced, now=now
     )
+
+
+def _turn_off(
+    settings: Settings,
+    connection: Connection,
+    hook_ids: Sequence[str],
+    access_token: str,
+    *,
+    now: int,
+    deadline: float,
+) -> str:
+    """No events are configured any more: delete the connection's hooks at Capsule, then
+    forget its hook token (the intake answers 410). What could not be deleted is tried again
+    in the next run."""
+    left = _sync(
+        settings,
+        access_token,
+        connection.connection_id,
+        target="",
+        keep=(),
+        stale_ids=hook_ids,
+        deadline=deadline,
+    ).stale_ids
+    if left:
+        synced = Synced(FAILING, (), (), left, ())
+        return _record(
+            settings,
+            access_token,
+            connection_id=connection.connection_id,
+            hashed=connection.hook_token_hash or "",
+            synced=synced,
+            now=now,
+        )
+    HookStore(settings).turn_off(
+        connection.connection_id, token_hash=connection.hook_token_hash or "", now=now
+    )
+    count_by("CapsuleHookSubscriptions", "outcome", HOOKS_OFF)
+    return HOOKS_OFF
 
 
 def _keep_as(settings: Settings, connection: Connection, status: str, now: int) -> str:
@@ -419,10 +468,12 @@ def check_due(
     settings: Settings, *, remaining_ms: Callable[[], int], now: int | None = None
 ) -> dict[str, int]:
     """The scheduled run's hook check: every connection due one (a sparse index: reads follow
-    the connections due, not the table), while time is left. Returns outcome counts."""
+    the connections due, not the table), while time is left. Returns outcome counts.
+
+    With no events configured, each connection due is turned off: its hooks deleted at
+    Capsule and its hook token forgotten."""
     outcomes: Counter[str] = Counter()
-    if not settings.hook_events:
-        return {}
+    # With no events configured, what is still due is turned off (its hooks deleted).
     for connection_id in HookStore(settings).due_ids(now=now or int(time.time())):
         if remaining_ms() < CHECK_MIN_REMAINING_MS:
             break

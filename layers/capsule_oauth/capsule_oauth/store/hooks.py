@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from capsule_oauth.config import Settings
 from capsule_oauth.errors import StaleWrite
 from capsule_oauth.store import aws
-from capsule_oauth.store.records import ACTIVE, Connection
+from capsule_oauth.store.records import ACTIVE, HOOKS_OFF, Connection
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
@@ -158,6 +158,30 @@ class HookStore:
                     ":queue": _s(QUEUE),
                     ":due": _n(next_check_at),
                     ":active": _s(ACTIVE),
+                },
+            )
+        except dynamodb.exceptions.ConditionalCheckFailedException:
+            raise StaleWrite(f"connection {connection_id}'s hook token changed") from None
+
+    def turn_off(self, connection_id: str, *, token_hash: str, now: int) -> None:
+        """Hooks are off for this connection: its hook token is forgotten (the intake answers
+        410) and it leaves the check's index. Fenced on the hook token read."""
+        dynamodb = aws.dynamodb()
+        try:
+            dynamodb.update_item(
+                TableName=self._table,
+                Key={"connection_id": _s(connection_id)},
+                UpdateExpression=(
+                    "SET hook_status = :off, hook_events = :empty, hook_ids = :empty,"
+                    " hook_stale_ids = :empty, hooks_checked_at = :now"
+                    " REMOVE hook_token_hash, hook_queue, hook_check_due_at"
+                ),
+                ConditionExpression="hook_token_hash = :hash",
+                ExpressionAttributeValues={
+                    ":off": _s(HOOKS_OFF),
+                    ":empty": _strings(()),
+                    ":now": _n(now),
+                    ":hash": _s(token_hash),
                 },
             )
         except dynamodb.exceptions.ConditionalCheckFailedException:
