@@ -47,13 +47,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     emulator.start()
-    print(f"Capsule emulator listening on {emulator.url}", flush=True)
-    print(f"  client_id: {emulator.client_id}", flush=True)
-    accounts = ", ".join(f"{a.subdomain} ({a.username})" for a in emulator.accounts)
-    print(f"  accounts: {accounts}", flush=True)
-    print("Press Ctrl-C to stop.", flush=True)
     forever = threading.Event()
-    try:
+    try:  # Ctrl-C right after the first line (a script that read the URL) stops cleanly too
+        print(f"Capsule emulator listening on {emulator.url}", flush=True)
+        print(f"  client_id: {emulator.client_id}", flush=True)
+        accounts = ", ".join(f"{a.subdomain} ({a.username})" for a in emulator.accounts)
+        print(f"  accounts: {accounts}", flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
         while not forever.wait(1.0):
             pass
     except KeyboardInterrupt:
