@@ -23,12 +23,20 @@ def http(local_deployment: RunningDeployment) -> Iterator[requests.Session]:
         yield session
 
 
-def _record_changes(stack: RunningDeployment, timeout: float = 30) -> list[dict[str, Any]]:
-    """Wait for Capsule Record Changed events on the landing page's queue."""
+def _record_changes(
+    stack: RunningDeployment, connection_id: str, timeout: float = 30
+) -> list[dict[str, Any]]:
+    """Wait for Capsule Record Changed events of one connection on the landing page's queue
+    (other tests' connections on the same site hear of the change too)."""
     until = time.monotonic() + timeout
     while time.monotonic() < until:
         events = requests.get(f"{stack.url}/_local/events", timeout=10).json()
-        changes = [e for e in events if e["detail-type"] == "Capsule Record Changed"]
+        changes = [
+            e
+            for e in events
+            if e["detail-type"] == "Capsule Record Changed"
+            and e["detail"]["connection_id"] == connection_id
+        ]
         if changes:
             return changes
         time.sleep(0.5)
@@ -58,7 +66,7 @@ def test_a_person_created_in_the_emulator_arrives_as_an_event_on_the_landing_pag
     )
     assert made.status_code == 303
 
-    changes = _record_changes(local_deployment)
+    changes = _record_changes(local_deployment, connection_id)
     assert changes, "no Capsule Record Changed event arrived"
     detail = changes[0]["detail"]
     assert detail["connection_id"] == connection_id
