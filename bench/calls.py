@@ -6,6 +6,9 @@ container's next invocation.
 
 from __future__ import annotations
 
+import functools
+import json
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -15,8 +18,10 @@ from bench.common import Row, median, verdict
 from bench.harness import BenchStack, approve, bench_stack, start_event
 from bench.instrument import Call, Recorder, aws_names, capsule_names, installed
 from capsule_oauth import tokens
+from capsule_oauth.flows import hooks as hook_flow
 from capsule_oauth.flows import refresh as refresh_flow
 from capsule_oauth.store import aws
+from capsule_oauth.store.hooks import HookStore
 from capsule_oauth.tokens import get_access_token
 from local.capsule_emulator import DEFAULT_ACCOUNTS, Account
 from local.lambda_container import LambdaFunction, reset_caches
@@ -40,6 +45,7 @@ CALLBACK_WARM_TARGET = [
 ]
 TOKEN_COLD_TARGET = ["dynamodb:GetItem", "kms:Decrypt"]
 ACCESS_TOKEN_CALLS = 200  # warm calls timed (each reads the status and version)
+HOOK_DELIVERIES = 50  # warm 1-record deliveries timed
 
 
 def _shown(calls: list[Call]) -> str:
@@ -165,6 +171,54 @@ class Flows:
         )
         return rows
 
+    def hook_intake(self, connection_id: str) -> list[Row]:
+        """POST /capsule-hooks/{hook_token}, warm: AWS calls per delivery of 1 and of 25
+        records, then the handler's own time per 1-record delivery (moto's answers included)."""
+        token, hashed = hook_flow.new_token()
+        HookStore(self.local.settings).begin(
+            connection_id, token_hash=hashed, events=("party/updated",), base_url=None,
+            now=int(time.time()),
+        )  # fmt: skip
+        route = LambdaFunction.of(self.local.template, "HookIntakeFunction")
+
+        def deliver(records: int) -> None:
+            payload = [{"id": n, "updatedAt": "2026-11-28T09:00:00Z"} for n in range(records)]
+            event = load_event("hook-delivery.json") | {"pathParameters": {"hook_token": token}}
+            event["body"] = json.dumps({"event": "party/updated", "payload": payload})
+            if route.invoke(event)["statusCode"] != 200:
+                raise RuntimeError("the hook intake did not answer 200")
+
+        deliver(1)  # the container's first delivery warms it up
+        rows = []
+        for records in (1, 25):
+            batches = math.ceil(records / 10)
+            calls = self.recorded(functools.partial(deliver, records))
+            rows.append(
+                _row(f"hook intake, warm, {records} record{'s' if records > 1 else ''}", calls,
+                     ["dynamodb:Query"] + ["events:PutEvents"] * batches,
+                     f"1 Query + {batches} PutEvents")
+            )  # fmt: skip
+        times = []  # the handler's own time: the whole delivery less its AWS calls
+        for _ in range(HOOK_DELIVERIES):
+            began = time.perf_counter()
+            made = self.recorded(functools.partial(deliver, 1))
+            spent = time.perf_counter() - began
+            waited = sum(call.seconds for call in made if call.kind == "aws")
+            times.append((spent - waited) * 1e3)
+        deciles = statistics.quantiles(times, n=10)
+        rows.append(
+            Row(
+                SECTION,
+                f"hook intake, warm, 1 record: handler's own time ({HOOK_DELIVERIES} deliveries,"
+                " AWS calls excluded)",
+                f"median {median(times):.2f} ms (p10 {deciles[0]:.2f}, p90 {deciles[-1]:.2f})",
+                value=round(median(times), 3),
+                unit="ms",
+                detail={"p10_ms": round(deciles[0], 3), "p90_ms": round(deciles[-1], 3)},
+            )
+        )
+        return rows
+
     def refresh_run(self) -> list[Call]:
         reports: list[refresh_flow.RunReport] = []
         calls = self.recorded(
@@ -226,5 +280,6 @@ def run() -> list[Row]:
             rows.append(_row("refresh run, 1 due, cold container", flows.refresh_run()))
             flows.make_due(f"{second.subdomain}:{second.user_id}")
             rows.append(_row("refresh run, 1 due, warm", flows.refresh_run()))
+            rows.extend(flows.hook_intake(connection_id))
             tokens.clear_cache()
     return rows

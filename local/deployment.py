@@ -39,6 +39,8 @@ from local.streams import BusQueue, StreamPump
 STATE_FILE = ROOT / ".local" / "stack.json"
 EMULATOR_CLIENT_ID = "local-client-id"
 EMULATOR_CLIENT_SECRET = "local-client-secret"
+# make local hears of people created and changed in the emulator (README).
+LOCAL_HOOK_EVENTS = "party/created,party/updated"
 
 _AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "local",
@@ -110,6 +112,7 @@ class LocalDeployment(LocalControl):
     public_host: str = "localhost"
     access_token_lifetime: int = 604799
     rate_limit: int = DEFAULT_RATE_LIMIT  # the emulator's API calls per user per hour
+    hook_retry_scale: float = 1.0  # the emulator's REST hook retry waits, scaled
     schedule: bool = True
     write_state_file: bool = True
     quiet: bool = False  # no JSON log lines or metrics on stdout (for the demo's narrative)
@@ -189,6 +192,7 @@ class LocalDeployment(LocalControl):
                 port=self.ports.capsule,
                 access_token_lifetime=self.access_token_lifetime,
                 rate_limit=self.rate_limit,
+                hook_retry_scale=self.hook_retry_scale,
             ).start()
             credentials = {"client_id": EMULATOR_CLIENT_ID, "client_secret": EMULATOR_CLIENT_SECRET}
 
@@ -196,7 +200,11 @@ class LocalDeployment(LocalControl):
         self.stack = create_stack(
             self.template,
             client_credentials=credentials,
-            parameters={"CapsuleBaseUrl": self.capsule_base_url},
+            parameters={
+                "CapsuleBaseUrl": self.capsule_base_url,
+                # Real Capsule cannot reach this machine: hooks only with the emulator.
+                "CapsuleHookEvents": LOCAL_HOOK_EVENTS if self.emulator is not None else "",
+            },
             prefix="local",
             session=session,
         )
@@ -330,6 +338,7 @@ class LocalDeployment(LocalControl):
                 "last_error": c.last_error,
                 "version": c.version,
                 "owner": c.owner,
+                "hooks": c.hook_status,
             }
             for c in sorted(items, key=lambda c: c.connection_id)
         ]

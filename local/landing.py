@@ -109,6 +109,15 @@ def _confirmed(confirmed: dict[str, Any] | None) -> str:
     )
 
 
+def _what(detail: dict[str, Any]) -> str:
+    """A status event's reason, or which record a Capsule Record Changed event is about."""
+    if "record_type" in detail:
+        return (
+            f"{detail.get('event', '')} {detail.get('record_type', '')} {detail.get('record_id')}"
+        )
+    return str(detail.get("reason") or "")
+
+
 def _events(events: list[dict[str, Any]]) -> str:
     """The latest status events, as an app's EventBridge rule would receive them."""
     if not events:
@@ -121,7 +130,7 @@ def _events(events: list[dict[str, Any]]) -> str:
         f"<td class=note>{escape(str(e['detail'].get('connection_id', '')))}</td>"
         f"<td>{escape(str(e['detail'].get('previous_status') or '—'))} →"
         f" {escape(str(e['detail'].get('status', '')))}</td>"
-        f"<td>{escape(str(e['detail'].get('reason') or ''))}</td>"
+        f"<td>{escape(_what(e['detail']))}</td>"
         f"<td>{escape(str(e['detail'].get('version', '')))}</td>"
         "</tr>"
         for e in events
@@ -181,7 +190,9 @@ def landing_page(
         " minutes, as template.yaml says; it refreshes what is due.</p>"
         "<h2>Status events</h2>"
         "<p class=note>What EventsFunction published from the connections table's stream,"
-        " newest first, as a queue behind an EventBridge rule receives them.</p>"
+        " and Capsule Record Changed events from the emulator's REST hooks (create a person"
+        " on its home page), newest first, as a queue behind an EventBridge rule receives"
+        " them.</p>"
         f"{_events(events or [])}"
         "</main></body></html>"
     )

@@ -11,13 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from capsule_oauth import owners
 from capsule_oauth.errors import ConnectionNotFound, OwnerMismatch
 from capsule_oauth.flows.confirm import confirm_connection
 from capsule_oauth.observability import logger, metrics
-from capsule_oauth.web import json_api
+from capsule_oauth.web import json_api, request
 
 
 def _body(event: dict[str, Any]) -> tuple[str, str]:
@@ -37,7 +38,9 @@ def _body(event: dict[str, Any]) -> tuple[str, str]:
 def confirm(event: dict[str, Any]) -> dict[str, Any]:
     result, owner = _body(event)
     try:
-        connection = confirm_connection(result, owner)
+        scheme, host = request.origin(APIGatewayProxyEventV2(event))
+        # This API's own address: where the REST hooks of a connection made active deliver.
+        connection = confirm_connection(result, owner, api_base_url=f"{scheme}://{host}")
     except OwnerMismatch:
         return json_api.error(
             403,

@@ -25,6 +25,10 @@ Endpoints (all paths relative to ``emulator.url``)
 ``POST /oauth/token``                ``authorization_code`` and ``refresh_token`` grants.
 ``POST /oauth/revoke``, ``POST /oauth/token/revoke``   RFC 7009; revokes the whole grant.
 ``GET  /api/v2/users/current``, ``GET /api/v2/site``, ``GET /api/v2/parties?page=&perPage=``
+``POST /api/v2/parties``             a new person (``{"party": {...}}``); hooks hear of it.
+``GET|POST /api/v2/resthooks``, ``GET|DELETE /api/v2/resthooks/{id}``   REST hooks (hooks.py):
+                                     administrators only, 20 per site, real deliveries.
+``POST /_emulator/changes``          form or JSON ``subdomain``: the home page's button.
 ``GET  /.well-known/oauth-authorization-server``        discovery document.
 ``GET|POST|DELETE /_emulator/faults``, ``GET /_emulator/state``,
 ``GET|POST /_emulator/settings``     control plane for tests and demos (no secrets in answers).
@@ -38,9 +42,9 @@ query string is refused. Faults are consumed in the order they were added, one p
 ``/oauth/token`` requests are recorded in ``token_requests`` before any fault applies.
 
 Modules: store (what it remembers), signin and oauth (the sign-in pages' flow; token and
-revocation endpoints), api (API v2), faults, pages (HTML), wire and routes (a request to its
-reply, transport free: tests/support/capsule_fake.py serves the same routes on ``responses``),
-server (HTTP), cli.
+revocation endpoints), api (API v2), hooks (REST hooks and their deliveries), faults, pages
+(HTML), wire and routes (a request to its reply, transport free: tests/support/capsule_fake.py
+serves the same routes on ``responses``), server (HTTP), cli.
 """
 
 from local.capsule_emulator.faults import FAULT_KINDS, FAULT_TARGETS, Fault, Faults

@@ -33,6 +33,7 @@ class Principal:
 
     account: Account
     scope: frozenset[str]
+    client_id: str = ""  # the app the token was issued to (it sees only its own hooks)
 
 
 def rate_headers(limit: int, remaining: int, reset: int) -> dict[str, str]:
@@ -70,7 +71,9 @@ def authorise(
         if store.now() >= grant.access_expires_at:
             raise unauthorised("The access token has expired", "invalid_token")
         allowed, limit, remaining, window_end = store.count_api_call(grant)
-        principal = Principal(store.account(grant.subdomain), frozenset(grant.scope.split()))
+        principal = Principal(
+            store.account(grant.subdomain), frozenset(grant.scope.split()), grant.client_id
+        )
     if not allowed:
         raise ApiError(429, "rate limit reached", rate_headers(limit, 0, window_end))
     return principal, rate_headers(limit, remaining, window_end)

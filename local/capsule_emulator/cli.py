@@ -34,6 +34,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="API calls per user per hour before 429",
     )
     parser.add_argument("--quiet", action="store_true", help="don't log method, path, status")
+    parser.add_argument(
+        "--hook-retry-scale",
+        type=float,
+        default=1.0,
+        help="multiply REST hook retry waits (5 s, 1 min, 5, 15, 15 min) by this; 0.01 for demos",
+    )
     args = parser.parse_args(argv)
     try:
         emulator = CapsuleEmulator(
@@ -44,17 +50,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             access_token_lifetime=args.expires_in,
             rate_limit=args.rate_limit,
             log_requests=not args.quiet,
+            hook_retry_scale=args.hook_retry_scale,
         )
     except ValueError as exc:
         parser.error(str(exc))
     emulator.start()
-    print(f"Capsule emulator listening on {emulator.url}", flush=True)
-    print(f"  client_id: {emulator.client_id}", flush=True)
-    accounts = ", ".join(f"{a.subdomain} ({a.username})" for a in emulator.accounts)
-    print(f"  accounts: {accounts}", flush=True)
-    print("Press Ctrl-C to stop.", flush=True)
     forever = threading.Event()
-    try:
+    try:  # Ctrl-C right after the first line (a script that read the URL) stops cleanly too
+        print(f"Capsule emulator listening on {emulator.url}", flush=True)
+        print(f"  client_id: {emulator.client_id}", flush=True)
+        accounts = ", ".join(f"{a.subdomain} ({a.username})" for a in emulator.accounts)
+        print(f"  accounts: {accounts}", flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
         while not forever.wait(1.0):
             pass
     except KeyboardInterrupt:

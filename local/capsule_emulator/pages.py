@@ -16,6 +16,7 @@ from typing import Final
 from local.capsule_emulator.store import Account
 from local.capsule_emulator.wire import (
     ACCOUNT_PATH,
+    CHANGES_PATH,
     DECISION_PATH,
     DISCOVERY_PATH,
     LOGIN_PATH,
@@ -133,13 +134,21 @@ def error_page(message: str) -> str:
     )
 
 
-def home_page(url: str) -> str:
+def home_page(url: str, accounts: Iterable[Account] = ()) -> str:
+    changes = "".join(
+        f'<form method="post" action="{CHANGES_PATH}">'
+        f'<input type="hidden" name="subdomain" value="{_esc(a.subdomain)}">'
+        f'<button id="change-{_esc(a.subdomain)}" class="secondary">'
+        f"Create a person in {_esc(a.site_name)}</button></form>"
+        for a in accounts
+    )
     body = (
         "<h1>Capsule CRM emulator</h1>"
         "<p>This is a local emulator of Capsule CRM's OAuth 2.0 server and API v2, "
         "for development and tests. It is not Capsule.</p>"
         f'<p>Discovery: <a href="{_esc(url)}{DISCOVERY_PATH}">{DISCOVERY_PATH}</a><br>'
         f'State: <a href="{_esc(url)}{STATE_PATH}">{STATE_PATH}</a></p>'
+        + (f"<h2>Change a record</h2><p>Its REST hooks hear of it.</p>{changes}" if changes else "")
     )
     return page("Capsule CRM emulator", body)
 

@@ -11,12 +11,14 @@ from typing import cast
 from urllib.parse import parse_qs, urlencode
 
 from local.capsule_emulator import api, faults, oauth, pages, signin
+from local.capsule_emulator import hooks as rest_hooks
 from local.capsule_emulator.faults import Faults
 from local.capsule_emulator.store import SCOPES, CapsuleStore
 from local.capsule_emulator.wire import (
     ACCOUNT_PATH,
     API_PREFIX,
     AUTHORISE_PATH,
+    CHANGES_PATH,
     DECISION_PATH,
     DISCOVERY_PATH,
     FAULTS_PATH,
@@ -173,6 +175,13 @@ def _api(store: CapsuleStore, request: Request) -> Reply:
         principal, rate_headers = api.authorise(store, request.authorization, query)
     except api.ApiError as exc:
         return json_reply(exc.status, exc.body, exc.headers)
+    relative = request.path.removeprefix(API_PREFIX)
+    if (
+        relative == "/resthooks"
+        or relative.startswith("/resthooks/")
+        or (relative == "/parties" and request.method == "POST")
+    ):
+        return _api_write(store, principal, request, relative, rate_headers)
     try:
         payload, headers = api.resource(
             request.method, request.path, principal, query, request.base_url
@@ -180,6 +189,44 @@ def _api(store: CapsuleStore, request: Request) -> Reply:
     except api.ApiError as exc:
         return json_reply(exc.status, exc.body, {**rate_headers, **exc.headers})
     return json_reply(200, payload, {**rate_headers, **headers})
+
+
+def _api_write(
+    store: CapsuleStore,
+    principal: api.Principal,
+    request: Request,
+    relative: str,
+    rate_headers: Mapping[str, str],
+) -> Reply:
+    """REST hooks, and creating a party (which its hooks hear of)."""
+    needed = "read" if request.method == "GET" else "write"
+    if needed not in principal.scope:
+        message = f"The access token does not have the {needed} scope"
+        return json_reply(403, {"message": message}, rate_headers)
+    try:
+        body = _json_body(request) if request.method == "POST" else None
+    except ValueError as exc:
+        return json_reply(400, {"message": str(exc)}, rate_headers)
+    account = principal.account
+    if relative == "/parties":
+        fields = body.get("party") if body else None
+        party = store.create_party(account.subdomain, fields if isinstance(fields, dict) else {})
+        return json_reply(201, {"party": party}, rate_headers)
+    try:
+        status, payload = rest_hooks.handle(
+            store.hooks,
+            request.method,
+            relative,
+            subdomain=account.subdomain,
+            client_id=principal.client_id,
+            admin=account.admin,
+            body=body,
+        )
+    except rest_hooks.HookRefused as refused:
+        return json_reply(refused.status, {"message": refused.message}, rate_headers)
+    if status == 204:
+        return Reply(204, b"", JSON, dict(rate_headers))
+    return json_reply(status, payload, rate_headers)
 
 
 # ----------------------------------------------------------------------- control plane
@@ -203,6 +250,24 @@ def _faults_add(_: CapsuleStore, fault_queue: Faults, request: Request) -> Reply
     return json_reply(201, {"fault": fault.as_dict()})
 
 
+def _record_change(store: CapsuleStore, _: Faults, request: Request) -> Reply:
+    """The home page's button (a form) or a test (JSON): a party created on a site."""
+    if request.content_type.startswith("application/json"):
+        try:
+            data = _json_body(request)
+        except ValueError as exc:
+            return json_reply(400, {"message": str(exc)})
+    else:
+        data = {key: values[-1] for key, values in oauth.form_fields(request.body).items()}
+    subdomain = str(data.get("subdomain") or "")
+    if store.find_account(subdomain) is None:
+        return json_reply(400, {"message": "subdomain must name one of the emulator's accounts"})
+    party = store.create_party(subdomain, {"firstName": "Changed", "lastName": "By Hand"})
+    if request.content_type.startswith("application/json"):
+        return json_reply(201, {"party": party})
+    return Reply(303, b"", HTML, {"Location": "/"})
+
+
 def _settings_update(store: CapsuleStore, _: Faults, request: Request) -> Reply:
     try:
         settings = store.update_settings(_json_body(request))
@@ -212,7 +277,8 @@ def _settings_update(store: CapsuleStore, _: Faults, request: Request) -> Reply:
 
 
 ROUTES: Mapping[str, Mapping[str, Route]] = {
-    "/": {"GET": lambda _s, _f, r: html_reply(200, pages.home_page(r.base_url))},
+    "/": {"GET": lambda s, _f, r: html_reply(200, pages.home_page(r.base_url, s.accounts))},
+    CHANGES_PATH: {"POST": _record_change},
     DISCOVERY_PATH: {"GET": lambda _s, _f, r: json_reply(200, discovery(r.base_url))},
     AUTHORISE_PATH: {"GET": _authorise},
     ACCOUNT_PATH: {"POST": _account},

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import threading
 import traceback
+import urllib.error
+import urllib.request
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -45,6 +47,7 @@ class CapsuleEmulator:
         allowed_redirect_uris: Iterable[str] | None = None,
         rate_limit: int = DEFAULT_RATE_LIMIT,
         log_requests: bool = False,
+        hook_retry_scale: float = 1.0,
     ) -> None:
         self.store = CapsuleStore(
             client_id=client_id,
@@ -54,6 +57,9 @@ class CapsuleEmulator:
             access_token_lifetime=access_token_lifetime,
             rate_limit=rate_limit,
         )
+        if not hook_retry_scale > 0:
+            raise ValueError("hook_retry_scale must be above 0")
+        self.store.hooks.retry_scale = hook_retry_scale
         self.faults = Faults()
         self.host = host
         self.port = port
@@ -77,7 +83,21 @@ class CapsuleEmulator:
         )
         self._server, self._thread = server, thread
         thread.start()
+        threading.Thread(target=self._deliver_hooks, name="capsule-hooks", daemon=True).start()
         return self
+
+    def _deliver_hooks(self) -> None:
+        """Send REST hook deliveries as they fall due, until stopped (as Capsule does)."""
+        registry = self.store.hooks
+        stopping = self.stopping
+        while not stopping.is_set():
+            wait = registry.next_due_in()
+            registry.wake.wait(0.5 if wait is None else min(wait, 0.5))
+            registry.wake.clear()
+            for delivery, target in registry.take_due():
+                if stopping.is_set():
+                    return
+                registry.answered(delivery, _post(target, delivery.body))
 
     def stop(self) -> None:
         server, thread = self._server, self._thread
@@ -140,6 +160,20 @@ class CapsuleEmulator:
     def state(self) -> dict[str, object]:
         """A summary with no secrets in it (what GET /_emulator/state answers)."""
         return routes.state(self.store, self.faults)
+
+
+def _post(url: str, body: bytes) -> int | None:
+    """POST a delivery; the status answered, or None when nothing answered."""
+    request = urllib.request.Request(  # noqa: S310 - targets are http(s) (hooks.py checks)
+        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - http(s) only
+            return int(answer.status)
+    except urllib.error.HTTPError as refused:
+        return int(refused.code)
+    except (OSError, ValueError):
+        return None
 
 
 class _Server(ThreadingHTTPServer):

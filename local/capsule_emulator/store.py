@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from local.capsule_emulator.hooks import HookRegistry
+
 DEFAULT_CLIENT_ID: Final = "emulator-client-id"
 DEFAULT_CLIENT_SECRET: Final = "emulator-client-secret"
 DEFAULT_PASSWORD: Final = "capsule"
@@ -38,11 +40,13 @@ class Account:
     username: str
     user_name: str
     password: str = DEFAULT_PASSWORD
+    admin: bool = True  # only an administrator may manage REST hooks
 
 
 DEFAULT_ACCOUNTS: Final = (
     Account("exampleco", "Example Co.", 1, "scott", "Scott Spacey"),
     Account("acme", "Acme Ltd", 7, "ada", "Ada Lovelace"),
+    Account("northwind", "Northwind Traders", 12, "grace", "Grace Hopper", admin=False),
 )
 
 
@@ -151,6 +155,8 @@ class CapsuleStore:
         self._by_access: dict[str, str] = {}
         self._by_refresh: dict[str, str] = {}
         self._rate: dict[tuple[str, int], tuple[int, int]] = {}
+        self.hooks = HookRegistry(clock=lambda: self.now())  # noqa: PLW0108 - now is replaceable
+        self._party_ids = 50_000
 
     # ----------------------------------------------------------------- accounts, settings
 
@@ -351,6 +357,25 @@ class CapsuleStore:
             self._rate[key] = (window_end, count + 1)
             return True, limit, limit - count - 1, window_end
 
+    # ----------------------------------------------------------------- records
+
+    def create_party(self, subdomain: str, fields: Mapping[str, object]) -> dict[str, object]:
+        """A new person on the site; its REST hooks on party/created hear of it."""
+        self.account(subdomain)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.now()))
+        with self.lock:
+            self._party_ids += 1
+            party: dict[str, object] = {
+                "id": self._party_ids,
+                "type": "person",
+                "firstName": str(fields.get("firstName") or "New"),
+                "lastName": str(fields.get("lastName") or "Person"),
+                "createdAt": stamp,
+                "updatedAt": stamp,
+            }
+        self.hooks.record_changed(subdomain, "party/created", [party])
+        return party
+
     # ----------------------------------------------------------------- summary
 
     def summary(self) -> dict[str, object]:
@@ -376,6 +401,7 @@ class CapsuleStore:
                     1 for c in self._codes.values() if not c.used and c.expires_at > now
                 ),
                 "settings": dict(self._settings),
+                "rest_hooks": self.hooks.summary(),
             }
 
 

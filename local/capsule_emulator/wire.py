@@ -23,6 +23,7 @@ API_PREFIX: Final = "/api/v2"
 FAULTS_PATH: Final = "/_emulator/faults"
 STATE_PATH: Final = "/_emulator/state"
 SETTINGS_PATH: Final = "/_emulator/settings"
+CHANGES_PATH: Final = "/_emulator/changes"  # a record changed by hand (the home page's button)
 
 JSON: Final = "application/json"
 HTML: Final = "text/html; charset=utf-8"

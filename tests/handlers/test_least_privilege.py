@@ -25,8 +25,9 @@ from capsule_oauth.store.sessions import session_key
 from capsule_oauth.web import binding
 from local.lambda_container import Invoke, reset_caches
 from local.stack import ROOT, Stack, Template, load_event
-from tests.support.capsule_fake import EXPIRES_IN, FakeCapsule
+from tests.support.capsule_fake import CLIENT_ID, EXPIRES_IN, FakeCapsule
 from tests.support.connections import CID, T0, seed, seed_pending
+from tests.support.hooks import API, deliver, hooks_on, subscribe, token_of
 from tests.support.iam import PLATFORM_POLICIES, Call, Deployed, findings
 from tests.support.sign_in import (
     callback_event,
@@ -47,6 +48,7 @@ class Run:
     capsule: FakeCapsule
     calls: list[Call]
     record: Callable[[Callable[[], Any]], None]
+    monkeypatch: pytest.MonkeyPatch
 
 
 Scenario = Callable[[Run], None]
@@ -94,7 +96,7 @@ def run(
         finally:
             recording = False
 
-    return Run(stack, invoke, fake_capsule, calls, record)
+    return Run(stack, invoke, fake_capsule, calls, record, monkeypatch)
 
 
 def _path_event(name: str, connection_id: str) -> dict[str, Any]:
@@ -121,6 +123,8 @@ def _connect_sessions(run: Run) -> None:
 
 @scenario("CallbackFunction")
 def _callback(run: Run) -> None:
+    hooks_on(run.monkeypatch)  # an active connection's sign-in subscribes REST hooks too
+    seed(config.settings(), run.capsule)  # active: connecting it again applies at once
     first, again = (
         start(run.invoke, run.capsule, session=new_session(return_url="/welcome")) for _ in "12"
     )
@@ -140,7 +144,12 @@ def _callback(run: Run) -> None:
 
 @scenario("RefreshFunction")
 def _refresh(run: Run) -> None:
+    hooks_on(run.monkeypatch)
     seed(config.settings(), run.capsule)
+    subscribe()  # its REST hooks are due a check in the run, and one of ours is orphaned
+    run.capsule.store.hooks.create(
+        "exampleco", CLIENT_ID, "party/created", f"{API}/capsule-hooks/{'x' * 43}", ""
+    )
     seed_pending(config.settings(), run.capsule, now=T0 - 3600)  # unconfirmed: discarded
     reset_caches()  # a fresh container: the secret read is part of the run
     with time_machine.travel(T0 + EXPIRES_IN - 3600, tick=False):
@@ -155,6 +164,12 @@ def _confirm(run: Run) -> None:
     result = back.split("capsule_result=")[1].split("&")[0]
     reset_caches()
     run.record(lambda: run.invoke("ConfirmConnectionFunction", confirm_event(result, "user-7")))
+    # Confirmed for its owner, it becomes active and subscribes its REST hooks.
+    hooks_on(run.monkeypatch)
+    started = start(run.invoke, run.capsule, session=new_session("user-42", "/welcome"))
+    back = run.invoke("CallbackFunction", callback_event(started))["headers"]["Location"]
+    result = back.split("capsule_result=")[1].split("&")[0]
+    run.record(lambda: run.invoke("ConfirmConnectionFunction", confirm_event(result, "user-42")))
 
 
 @scenario("ConnectionsFunction")
@@ -179,7 +194,9 @@ def _access_token(run: Run) -> None:
 
 @scenario("DisconnectFunction")
 def _disconnect(run: Run) -> None:
+    hooks_on(run.monkeypatch)
     seed(config.settings(), run.capsule)
+    subscribe()  # disconnecting deletes its REST hooks first
     reset_caches()
     event = _path_event("disconnect.json", CID)
     run.record(lambda: run.invoke("DisconnectFunction", event))
@@ -202,6 +219,15 @@ def _capsule_proxy(run: Run) -> None:
     # A token near expiry, refreshed on demand, then the call drawn from the budget.
     with time_machine.travel(T0 + EXPIRES_IN - 60, tick=False):
         run.record(lambda: run.invoke("CapsuleProxyFunction", event))
+
+
+@scenario("HookIntakeFunction")
+def _hook_intake(run: Run) -> None:
+    hooks_on(run.monkeypatch)
+    seed(config.settings(), run.capsule)
+    subscribe()
+    body = {"event": "party/created", "payload": [{"id": 1}]}
+    run.record(lambda: deliver(run.invoke, token_of(run.capsule), body))
 
 
 def test_every_function_has_a_scenario(deployed: Deployed) -> None:

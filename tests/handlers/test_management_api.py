@@ -114,6 +114,7 @@ def test_get_answers_the_connection_without_a_token(
         "connected_at": "2030-03-17T17:46:40Z",
         "last_error": None,
         "refresh_failures": 0,
+        "hooks": {"status": "off", "events": [], "checked_at": None},
     }
     assert T0 + EXPIRES_IN == 1_900_604_799  # the expiry above
     assert grant["access_token"] not in json.dumps(body)

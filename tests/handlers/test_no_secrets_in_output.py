@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -16,6 +17,7 @@ from local.lambda_container import Invoke
 from local.stack import Stack, load_event
 from tests.support.capsule_fake import CLIENT_SECRET, FakeCapsule
 from tests.support.connections import seed_owned
+from tests.support.hooks import delivery_event, hooks_on, subscribed, token_of
 from tests.support.sign_in import callback_event, confirm_event, new_session, start
 from tests.support.status_events import StatusEvents
 
@@ -119,3 +121,54 @@ def test_the_management_routes_and_status_events_never_show_a_token_but_one(
     assert len(tokens) == 4
     assert [t for t in tokens if t in everything] == []
     assert [t for t in tokens if t in issued["body"]] == [token]  # the one answer with one
+
+
+@pytest.mark.usefixtures("stack")
+def test_the_hook_lifecycle_never_writes_a_hook_token_and_makes_no_status_event_of_its_own(
+    invoke: Invoke,
+    fake_capsule: FakeCapsule,
+    status_events: StatusEvents,
+    *,
+    capsys: pytest.CaptureFixture[str],
+    log_output: io.StringIO,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hooks_on(monkeypatch)
+    answers: list[dict[str, Any]] = []
+    seen: set[str] = set()
+
+    def note_tokens() -> None:
+        seen.update(
+            urlsplit(h.target_url).path.rsplit("/", 1)[-1] for h in subscribed(fake_capsule)
+        )
+
+    for later in (0, 5):  # connect, then reconnect (a new token)
+        with time_machine.travel(time.time() + later, tick=False):
+            answers.append(invoke("CallbackFunction", callback_event(start(invoke, fake_capsule))))
+        note_tokens()
+    token = token_of(fake_capsule)
+    body = {"event": "party/created", "payload": [{"id": 1}]}
+    answers += [invoke("HookIntakeFunction", delivery_event(t, body)) for t in sorted(seen)]
+    for hook in subscribed(fake_capsule):  # Capsule dropped them all: the check starts over
+        fake_capsule.store.hooks.drop(hook.hook_id)
+    with time_machine.travel(time.time() + 86_500, tick=False):
+        answers.append(invoke("RefreshFunction", load_event("scheduled.json")))
+    note_tokens()
+    answers.append(invoke("DisconnectFunction", load_event("disconnect.json") | {
+        "pathParameters": {"connection_id": "exampleco:1"}}))  # fmt: skip
+    events = status_events.published()
+
+    written = capsys.readouterr()
+    everything = "\n".join(
+        [written.out, written.err, log_output.getvalue(), json.dumps(events)]
+        + [json.dumps(answer) for answer in answers]
+    )
+    assert len(seen) == 3
+    assert token in seen
+    assert "CapsuleHookDeliveries" in everything
+    assert [t for t in seen if t in everything] == []
+    assert [e["detail-type"] for e in events if e["detail-type"].startswith("Connection")] == [
+        "Connection Created",
+        "Connection Reconnected",
+        "Connection Disconnected",
+    ]

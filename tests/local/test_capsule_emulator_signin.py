@@ -55,10 +55,11 @@ def test_stop_is_idempotent_and_closes_the_socket() -> None:
         requests.get(url, timeout=TIMEOUT)
 
 
-def test_default_accounts_are_exampleco_and_acme() -> None:
+def test_default_accounts_are_exampleco_acme_and_northwind_whose_user_is_no_admin() -> None:
     emu = CapsuleEmulator()
-    assert [a.subdomain for a in emu.accounts] == ["exampleco", "acme"]
+    assert [a.subdomain for a in emu.accounts] == ["exampleco", "acme", "northwind"]
     assert emu.accounts[1] == Account("acme", "Acme Ltd", 7, "ada", "Ada Lovelace", "capsule")
+    assert [a.admin for a in emu.accounts] == [True, True, False]
 
 
 # ----------------------------------------------------------------------------- authorise

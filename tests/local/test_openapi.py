@@ -53,10 +53,12 @@ def test_it_describes_exactly_the_aws_iam_routes_of_the_template(
         if r.authorizer == "AWS_IAM"
         for method in (any_method if r.method == "ANY" else (r.method,))
     }
+    capsules = ("POST", "/capsule-hooks/{hook_token}")  # Capsule calls it; it cannot sign
 
-    assert described == iam_routes
+    assert described == iam_routes | {capsules}
+    assert spec["paths"]["/capsule-hooks/{hook_token}"]["post"]["security"] == []
     public = {(r.method, r.path) for r in template.routes() if r.authorizer is None}
-    assert public == {("GET", "/auth/start"), ("GET", "/auth/callback")}
+    assert public == {("GET", "/auth/start"), ("GET", "/auth/callback"), capsules}
 
 
 def test_a_connection_and_a_token_as_answered_fit_their_schemas(

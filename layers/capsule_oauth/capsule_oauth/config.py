@@ -99,6 +99,43 @@ def _caller_arns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return arns
 
 
+# Capsule's REST hook events ("Avoid polling with REST hooks", the REST_Hook model).
+HOOK_EVENTS = (
+    "party/created",
+    "party/updated",
+    "party/deleted",
+    "kase/created",
+    "kase/updated",
+    "kase/deleted",
+    "kase/closed",
+    "kase/moved",
+    "opportunity/created",
+    "opportunity/updated",
+    "opportunity/deleted",
+    "opportunity/closed",
+    "opportunity/moved",
+    "task/created",
+    "task/updated",
+    "task/completed",
+    "user/created",
+    "user/updated",
+    "user/deleted",
+)
+
+
+def _hook_events(env: Mapping[str, str]) -> tuple[str, ...]:
+    """CAPSULE_HOOK_EVENTS: comma-separated event names, each once, each one Capsule offers."""
+    names = [name.strip() for name in env.get("CAPSULE_HOOK_EVENTS", "").split(",")]
+    chosen = tuple(dict.fromkeys(name for name in names if name))
+    unknown = [name for name in chosen if name not in HOOK_EVENTS]
+    if unknown:
+        raise ConfigError(
+            f"CAPSULE_HOOK_EVENTS names events Capsule does not offer: {', '.join(unknown)};"
+            f" choose from {', '.join(HOOK_EVENTS)}"
+        )
+    return chosen
+
+
 @dataclass(frozen=True)
 class Settings:
     state_table: str
@@ -132,6 +169,7 @@ class Settings:
     management_caller_arns: tuple[str, ...] = ()  # empty: any caller IAM lets through
     capsule_hourly_budget: int = 3600  # API v2 calls per Capsule user per hour (of 4,000)
     budgets_table: str = ""  # one item per Capsule user; required once Capsule is called
+    hook_events: tuple[str, ...] = ()  # Capsule REST hook events subscribed; () = hooks off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -201,6 +239,7 @@ class Settings:
                 _number(env, "CAPSULE_HOURLY_BUDGET", cls.capsule_hourly_budget, 1)
             ),
             budgets_table=env.get("CAPSULE_BUDGETS_TABLE_NAME", "").strip(),
+            hook_events=_hook_events(env),
         )
 
 

@@ -106,6 +106,18 @@ class CapsuleUnauthorized(CapsuleAPIError):
     reason = "Unauthorized"
 
 
+class HooksNotAllowed(CapsuleAPIError):
+    """403 on a REST hook call: only an administrator of the Capsule account may manage hooks."""
+
+    reason = "not_admin"
+
+
+class HookLimitReached(CapsuleAPIError):
+    """Capsule refused a new REST hook: the account already holds its 20 subscriptions."""
+
+    reason = "limit_reached"
+
+
 # --- stored connections and tokens ------------------------------------------------------------
 
 

@@ -213,7 +213,7 @@ class Draw:
 
     site: str
     user_id: str
-    source: str  # proxy | client | callback (the metrics' dimension)
+    source: str  # proxy | client | callback | hooks (the metrics' dimension)
     budget: budget.Budget | None = None  # None: this process's shared budgets
 
 

@@ -33,6 +33,7 @@ from capsule_oauth.errors import (
     StateMalformed,
     StateUsed,
 )
+from capsule_oauth.flows.hooks import api_base_from_callback, subscribe_hooks
 from capsule_oauth.flows.start import StartResult, begin
 from capsule_oauth.observability import count, count_by, logger
 from capsule_oauth.store import results
@@ -476,6 +477,13 @@ def _connect(
     logger.info(
         "Capsule account connected",
         extra={"connection_id": identity.connection_id, "reconnected": identity.existed},
+    )
+    # An active connection gets its REST hooks now, with a new hook token (never fails the
+    # sign-in); a pending one gets them when the app confirms it.
+    subscribe_hooks(
+        identity.connection_id,
+        settings=settings,
+        api_base_url=api_base_from_callback(state.redirect_uri),
     )
     connected = Connected(
         connection_id=identity.connection_id,

@@ -27,6 +27,7 @@ from capsule_oauth.errors import (
     TokenDecryptionError,
 )
 from capsule_oauth.flows.connections import ConnectionInfo, describe
+from capsule_oauth.flows.hooks import subscribe_hooks
 from capsule_oauth.observability import count, count_by, logger
 from capsule_oauth.store import results
 from capsule_oauth.store.connections import (
@@ -47,7 +48,7 @@ def _not_found() -> ConnectionNotFound:
 
 
 def confirm_connection(
-    result: str, owner: str, *, settings: Settings | None = None
+    result: str, owner: str, *, settings: Settings | None = None, api_base_url: str | None = None
 ) -> ConnectionInfo:
     """Confirm the connection a ``capsule_result`` names for ``owner``, the app's user signed
     in on the request that carried it: the connection as ``get_connection`` shows it.
@@ -55,7 +56,8 @@ def confirm_connection(
     Confirming again with the same result and owner answers the same and changes nothing.
     Raises OwnerMismatch (the result came from another owner's link: the pending connection
     is discarded, the result dead), ConnectionNotFound (unknown, expired or discarded) or
-    InvalidOwner.
+    InvalidOwner. A connection made active here gets its REST hooks (``api_base_url``: where
+    their deliveries go, ``https://<api>``; without it, the one ``RedirectUri`` names).
     """
     settings = settings or config.settings()
     if not owners.is_valid(owner):
@@ -85,6 +87,8 @@ def confirm_connection(
         if not _pending_for(connection, hashed):
             raise _not_found()  # a later sign-in replaced it, or it is being discarded
         connection = activate_pending_connection(settings, connection, now=now)
+        subscribe_hooks(connection.connection_id, settings=settings, api_base_url=api_base_url)
+        connection = store.get(connection.connection_id) or connection  # with its hooks
     return describe(connection)
 
 

@@ -33,6 +33,12 @@ class LastError(TypedDict):
     at: str | None
 
 
+class Hooks(TypedDict):
+    status: str  # off | active | not_admin | limit_reached | failing
+    events: list[str]
+    checked_at: str | None
+
+
 class ConnectionInfo(TypedDict):
     connection_id: str
     owner: str
@@ -45,6 +51,7 @@ class ConnectionInfo(TypedDict):
     connected_at: str | None
     last_error: LastError | None
     refresh_failures: int
+    hooks: Hooks
 
 
 def iso(epoch: int | None) -> str | None:
@@ -78,6 +85,11 @@ def describe(connection: Connection) -> ConnectionInfo:
         "connected_at": iso(connection.connected_at or connection.created_at),
         "last_error": last_error,
         "refresh_failures": connection.failure_count,
+        "hooks": {
+            "status": connection.hook_status,
+            "events": list(connection.hook_events) if connection.hook_status != "off" else [],
+            "checked_at": iso(connection.hooks_checked_at),
+        },
     }
 
 

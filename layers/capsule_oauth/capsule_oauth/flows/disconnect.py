@@ -1,4 +1,5 @@
-"""Disconnect: revoke the grant at Capsule, then forget the tokens (the record stays).
+"""Disconnect: delete the REST hooks and revoke the grant at Capsule, then forget the tokens
+(the record stays).
 
 Revoking first means a Capsule fault changes nothing here: the caller can try again, and
 the connection keeps working meanwhile; ``force`` forgets the tokens anyway. Connecting
@@ -23,6 +24,7 @@ from capsule_oauth.errors import (
     TokenDecryptionError,
     TokenUnavailable,
 )
+from capsule_oauth.flows.hooks import resubscribe_soon, unsubscribe_hooks
 from capsule_oauth.observability import count, logger
 from capsule_oauth.store.connections import DISCONNECTED, ConnectionStore
 from capsule_oauth.store.crypto import TokenPair
@@ -83,10 +85,16 @@ def disconnect(
             return Disconnection(connection_id, DISCONNECTED, revoked=False, forgotten=False)
         if current.tokens:
             try:
-                _revoke_both(settings, store.tokens(current))
+                tokens = store.tokens(current)
+                # Hooks first: once the grant is revoked, they cannot be deleted any more.
+                unsubscribe_hooks(settings, current, tokens.access_token)
+                _revoke_both(settings, tokens)
                 revoked = True
             except (CapsuleError, TokenDecryptionError) as error:
                 if not force:
+                    # Still connected, maybe without its hooks: the next scheduled run
+                    # subscribes them again.
+                    resubscribe_soon(settings, current)
                     raise
                 count("DisconnectForced")
                 logger.warning(

@@ -24,6 +24,7 @@ from capsule_oauth.store.crypto import TokenPair
 from capsule_oauth.store.records import (
     ACTIVE,
     DISCONNECTED,
+    HOOKS_OFF,
     NEEDS_REAUTH,
     PENDING,
     Connection,
@@ -540,13 +541,17 @@ class ConnectionStore:
             owner=owner,
             update=(
                 "SET #status = :status, updated_at = :now, disconnected_at = :now,"
-                " disconnect_reason = :reason, version = version + :one"
-                " REMOVE tokens, refresh_queue, lease_owner, lease_expires_at"
+                " disconnect_reason = :reason, version = version + :one, hook_status = :off"
+                " REMOVE tokens, refresh_queue, lease_owner, lease_expires_at,"
+                # The hook URL dies with the connection (store/hooks.py).
+                " hook_token_hash, hook_queue, hook_check_due_at, hook_ids, hook_stale_ids,"
+                " hook_events"
             ),
             names={"#status": "status"},
             values={
                 ":status": _s(DISCONNECTED),
                 ":reason": _s(reason),
+                ":off": _s(HOOKS_OFF),
                 ":now": _n(now),
                 ":one": _n(1),
             },

@@ -12,6 +12,7 @@ PENDING = "pending"  # saved, waiting for the app's confirm: never served, refre
 ACTIVE = "active"
 NEEDS_REAUTH = "needs_reauth"
 DISCONNECTED = "disconnected"
+HOOKS_OFF = "off"
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,15 @@ class Connection:
     result_hash: str | None = None  # SHA-256 of the capsule_result that can confirm it
     # Capsule's token endpoint answered 429: no refresh of this connection before this time.
     rate_limited_until: int | None = None
+    # Capsule REST hooks (flows/hooks.py): the hook token only as its SHA-256, the hook state,
+    # the events subscribed, the ids Capsule gave the hooks, and those still to delete.
+    hook_token_hash: str | None = None
+    hook_status: str = HOOKS_OFF
+    hook_events: tuple[str, ...] = ()
+    hook_ids: tuple[str, ...] = ()
+    hook_stale_ids: tuple[str, ...] = ()
+    hook_base_url: str | None = None
+    hooks_checked_at: int | None = None
     # Set by acquire_lease: the lease was another worker's, lapsed, and is ours now. That
     # worker may still be waiting on Capsule with a rotation that made our refresh token old.
     lease_taken_over: bool = False
@@ -57,6 +67,10 @@ class Connection:
         def n(name: str) -> int | None:
             value = item.get(name)
             return int(value["N"]) if value else None
+
+        def strings(name: str) -> tuple[str, ...]:
+            value = item.get(name)
+            return tuple(entry["S"] for entry in value["L"]) if value else ()
 
         tokens = item["tokens"]["B"] if "tokens" in item else b""  # none once disconnected
         return cls(
@@ -87,6 +101,13 @@ class Connection:
             disconnect_reason=s("disconnect_reason"),
             result_hash=s("result_hash"),
             rate_limited_until=n("rate_limited_until"),
+            hook_token_hash=s("hook_token_hash"),
+            hook_status=s("hook_status") or HOOKS_OFF,
+            hook_events=strings("hook_events"),
+            hook_ids=strings("hook_ids"),
+            hook_stale_ids=strings("hook_stale_ids"),
+            hook_base_url=s("hook_base_url"),
+            hooks_checked_at=n("hooks_checked_at"),
         )
 
 
