@@ -12,6 +12,7 @@ import binascii
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
 
 from capsule_oauth.config import settings
 from capsule_oauth.errors import ConfigError
@@ -54,6 +55,12 @@ def intake(event: dict[str, Any]) -> dict[str, Any]:
         logger.error("Connector is not configured", extra={"problem": str(error)})
         count_by("CapsuleHookDeliveries", "outcome", hook_intake.FAILED)
         return _answer(503)
+    except (ClientError, BotoCoreError) as fault:  # AWS throttled or out: Capsule retries
+        logger.warning("AWS fault", extra={"error": type(fault).__name__})
+        count_by("CapsuleHookDeliveries", "outcome", hook_intake.FAILED)
+        answer = _answer(503)
+        answer["headers"]["Retry-After"] = "5"
+        return answer
     except Exception as error:  # Capsule retries a 5xx: nothing is lost
         logger.error("Hook intake crashed", extra={"error": type(error).__name__})
         count_by("CapsuleHookDeliveries", "outcome", hook_intake.FAILED)

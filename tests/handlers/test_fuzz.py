@@ -82,6 +82,7 @@ TARGETS = [
     Target("AccessTokenFunction", "access-token.json", JSON),
     Target("DisconnectFunction", "disconnect.json", JSON),
     Target("CapsuleProxyFunction", "capsule-proxy.json", JSON),  # a body is optional here
+    Target("HookIntakeFunction", "hook-delivery.json", STATUS, reads_body=True),
 ]
 
 Mutation = Callable[[Event], Event]
