@@ -211,9 +211,12 @@ def test_finding_unconfirmed_connections_is_one_query_of_the_pending_queue(
     with time_machine.travel(T0 + 3600, tick=False):
         invoke("RefreshFunction", load_event("scheduled.json"))
 
-    assert [op for op, _ in reads] == ["Query", "Query"]  # pending queue, then refresh queue
+    # The pending queue, then the refresh queue, then the REST hooks due a check: one Query
+    # each, whatever the table holds.
+    assert [op for op, _ in reads] == ["Query", "Query", "Query"]
     assert reads[0][1]["ExpressionAttributeValues"][":queue"] == {"S": "pending"}
     assert reads[0][1]["IndexName"] == "DueForRefresh"
+    assert reads[2][1]["IndexName"] == "HooksDue"
 
 
 def test_when_capsule_cannot_revoke_the_connection_stays_unusable_and_is_retried(

@@ -142,9 +142,13 @@ def test_the_hook_lifecycle_never_writes_a_hook_token_and_makes_no_status_event_
             urlsplit(h.target_url).path.rsplit("/", 1)[-1] for h in subscribed(fake_capsule)
         )
 
-    for later in (0, 5):  # connect, then reconnect (a new token)
+    for later in (0, 5):  # connect and confirm, then reconnect (a new token)
         with time_machine.travel(time.time() + later, tick=False):
-            answers.append(invoke("CallbackFunction", callback_event(start(invoke, fake_capsule))))
+            started = start(invoke, fake_capsule, session=new_session(return_url="/welcome"))
+            answers.append(invoke("CallbackFunction", callback_event(started)))
+            back = parse_qs(urlsplit(answers[-1]["headers"]["Location"]).query)
+            confirm = confirm_event(back["capsule_result"][0], "anonymous")
+            answers.append(invoke("ConfirmConnectionFunction", confirm))
         note_tokens()
     token = token_of(fake_capsule)
     body = {"event": "party/created", "payload": [{"id": 1}]}

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
@@ -27,7 +29,7 @@ from tests.support.hooks import (
     subscribed,
     token_of,
 )
-from tests.support.sign_in import callback_event, new_session, start
+from tests.support.sign_in import callback_event, confirm_event, new_session, start
 
 DELIVERY = {"event": "party/created", "payload": [{"id": 1, "updatedAt": "2026-01-01T00:00:00Z"}]}
 
@@ -77,12 +79,20 @@ def test_no_events_configured_means_hooks_off(stack: Stack, fake_capsule: FakeCa
     assert get_connection(CID)["hooks"] == {"status": "off", "events": [], "checked_at": None}
 
 
-def test_connecting_subscribes_each_event_with_the_token_in_the_url_and_stores_its_hash(
+def _connect(invoke: Invoke, fake_capsule: FakeCapsule) -> tuple[dict[str, Any], str]:
+    """A new connection's sign-in: the callback's answer and the capsule_result it carries."""
+    started = start(invoke, fake_capsule, session=new_session(return_url="/welcome"))
+    answer = invoke("CallbackFunction", callback_event(started))
+    return answer, parse_qs(urlsplit(answer["headers"]["Location"]).query)["capsule_result"][0]
+
+
+def test_confirming_subscribes_each_event_with_the_token_in_the_url_and_stores_its_hash(
     hooks_enabled: None, stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
 ) -> None:
-    started = start(invoke, fake_capsule, session=new_session())
+    _, result = _connect(invoke, fake_capsule)
+    assert subscribed(fake_capsule) == []  # pending: not usable, so no hooks yet
 
-    invoke("CallbackFunction", callback_event(started))
+    invoke("ConfirmConnectionFunction", confirm_event(result, "anonymous"))
 
     hooks = subscribed(fake_capsule)
     assert sorted(h.event for h in hooks) == sorted(EVENTS)
@@ -102,11 +112,12 @@ def test_a_user_who_is_not_an_admin_gets_not_admin_and_the_sign_in_still_succeed
     hooks_enabled: None, stack: Stack, invoke: Invoke, fake_capsule: FakeCapsule
 ) -> None:
     fake_capsule.account = fake_capsule.store.account("northwind")  # Grace is no admin
-    started = start(invoke, fake_capsule, session=new_session())
+    page, result = _connect(invoke, fake_capsule)
 
-    page = invoke("CallbackFunction", callback_event(started))
+    confirmed = invoke("ConfirmConnectionFunction", confirm_event(result, "anonymous"))
 
-    assert page["statusCode"] == 200
+    assert page["statusCode"] == 303
+    assert confirmed["statusCode"] == 200
     assert subscribed(fake_capsule, "northwind") == []
     assert get_connection("northwind:12")["hooks"]["status"] == "not_admin"
     assert get_connection("northwind:12")["hooks"]["events"] == []
