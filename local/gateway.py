@@ -11,16 +11,19 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 import traceback
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from local import sigv4
 from local.lambda_container import Invoke
-from local.landing import landing_page
+from local.landing import FAVICON, landing_page
+from local.logs import request_line
 from local.stack import ACCOUNT, REGION, Route
 
 
@@ -151,8 +154,10 @@ class Gateway:
         credentials: sigv4.KnownCredentials,
         host: str = "127.0.0.1",
         port: int = 3000,
+        access_log: Callable[[str], None] | None = None,
     ) -> None:
         self.routes = routes
+        self.access_log = access_log  # one line per request (local/logs.py request_line)
         self.credentials = credentials  # who may call the AWS_IAM routes
         self.invoke = invoke
         self.control = control
@@ -202,6 +207,8 @@ class Gateway:
         return Handler
 
     def _serve(self, request: BaseHTTPRequestHandler) -> None:
+        started = time.monotonic()
+        note = ""
         parts = urlsplit(request.path)
         length = int(request.headers.get("Content-Length") or 0)
         body = request.rfile.read(length) if length else b""
@@ -238,6 +245,7 @@ class Gateway:
                 query = "&".join(filter(None, [parts.query, form]))
                 status, headers, payload = self._local(request.command, parts.path, query)
         except sigv4.SignatureRejected as refusal:  # API Gateway's answer; no handler runs
+            note = f"signature refused: {refusal.reason}"
             status, headers = 403, [("Content-Type", "application/json")]
             payload = json.dumps({"message": refusal.message}).encode()
         except Exception as error:  # the stand-in for API Gateway's own 500
@@ -253,8 +261,19 @@ class Gateway:
         request.end_headers()
         if request.command != "HEAD":
             request.wfile.write(payload)
+        if self.access_log is not None:
+            self.access_log(
+                request_line(
+                    method=request.command,
+                    path=parts.path,
+                    status=status,
+                    started=started,
+                    function=route.function if route is not None else "local",
+                    note=note,
+                )
+            )
 
-    def _local(
+    def _local(  # noqa: PLR0912 - one branch per local endpoint
         self, method: str, path: str, query: str
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         params = dict(parse_qsl(query))
@@ -271,6 +290,9 @@ class Gateway:
                 [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")],
                 html.encode(),
             )
+        if method in {"GET", "HEAD"} and path == "/favicon.ico":
+            icon = [("Content-Type", "image/svg+xml"), ("Cache-Control", "max-age=86400")]
+            return 200, icon, FAVICON
         if method == "GET" and path == "/_local/connections":
             return 200, as_json, json.dumps(self.control.connections()).encode()
         if method == "GET" and path == "/_local/events":
@@ -278,14 +300,24 @@ class Gateway:
         if method == "GET" and path == "/_local/stack":
             return 200, as_json, json.dumps(self.control.describe()).encode()
         if method == "POST" and path == "/_local/refresh":
-            result = self.control.refresh_now(params.get("connection_id") or None)
+            connection_id = params.get("connection_id") or None
+            result = self.control.refresh_now(connection_id)
             if params.get("back") == "1":
-                return 303, [("Location", "/?refreshed=1")], b""
+                if connection_id is None:
+                    said = {"done": "scheduled", "due": str(result.get("due", 0))}
+                    said["failures"] = str(sum((result.get("failures") or {}).values()))
+                else:
+                    said = {"done": "refreshed", "connection_id": connection_id}
+                    said["outcome"] = str(result.get("outcome", ""))
+                return 303, [("Location", _back_to_landing(params, said))], b""
             return 200, as_json, json.dumps(result).encode()
         if method == "POST" and path == "/_local/disconnect":
             result = self.control.disconnect(params["connection_id"])
             if params.get("back") == "1":
-                return 303, [("Location", "/?refreshed=1")], b""
+                said = {"done": "disconnected", "connection_id": params["connection_id"]}
+                if result.get("status") != "disconnected":
+                    said["error"] = str(result.get("error") or "failed")
+                return 303, [("Location", _back_to_landing(params, said))], b""
             return 200, as_json, json.dumps(result).encode()
         if method == "POST" and path == "/_local/connect":
             owner = params.get("owner") or "demo-user-1"
@@ -299,6 +331,12 @@ class Gateway:
             result = self.control.call_capsule(params["connection_id"], params.get("path", "/site"))
             return 200, as_json, json.dumps(result).encode()
         return 404, as_json, json.dumps({"message": "Not Found"}).encode()
+
+
+def _back_to_landing(params: dict[str, str], said: dict[str, str]) -> str:
+    """The landing page again, saying what was done, with the owner the person typed."""
+    kept = {"owner": params["owner"]} if params.get("owner") else {}
+    return "/?" + urlencode({**said, **kept})
 
 
 def _iam(caller: sigv4.Caller) -> dict[str, Any]:

@@ -88,3 +88,36 @@ def test_an_old_signature_is_refused() -> None:
 
 def test_the_secret_never_shows_in_a_repr() -> None:
     assert "local-secret" not in repr(KNOWN)
+
+
+@pytest.mark.parametrize(
+    ("headers", "says"),
+    [
+        pytest.param({}, "not signed", id="unsigned"),
+        pytest.param(signed(secret="wrong"), "signature does not match", id="wrong secret"),
+        pytest.param(signed(region="eu-west-1"), "signed for eu-west-1/execute-api", id="region"),
+        pytest.param(signed(service="s3"), "signed for us-east-1/s3", id="service"),
+    ],
+)
+def test_a_refusal_gives_the_developer_its_reason_without_the_signature(
+    headers: dict[str, str], says: str
+) -> None:
+    with pytest.raises(sigv4.SignatureRejected) as refused:
+        check(headers)
+
+    assert says in refused.value.reason
+    given = headers.get("Authorization", "").rpartition("Signature=")[2]
+    assert not given or given not in refused.value.reason
+    assert KNOWN.secret_key not in refused.value.reason
+
+
+def test_a_refused_access_key_is_named_with_the_one_accepted() -> None:
+    headers = signed()
+    headers["Authorization"] = headers["Authorization"].replace("AKIALOCAL", "AKIAOTHER")
+
+    with pytest.raises(sigv4.SignatureRejected) as refused:
+        check(headers)
+
+    assert refused.value.reason == (
+        "signed with access key 'AKIAOTHER', not with this stack's 'AKIALOCAL'"
+    )
