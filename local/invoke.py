@@ -51,6 +51,8 @@ def _attach(
         AWS_SECRET_ACCESS_KEY="local",
         AWS_DEFAULT_REGION=REGION,
         AWS_ENDPOINT_URL=described["aws_endpoint"],
+        # Events are delivered as the local gateway delivers them: plain http, and it says so.
+        CAPSULE_CONNECTOR_LOCAL_GATEWAY="true",
         **stack.environment(logical_id),
     )
 

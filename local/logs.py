@@ -14,6 +14,7 @@ import io
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
@@ -86,6 +87,8 @@ def route_function_output(*, verbose: bool, directory: Path = LOG_DIR) -> Functi
     """Send each function's output to its log file from now on. Call it before the layer is
     imported: Powertools' handler keeps the stdout it finds then."""
     logs = FunctionLogs(directory)
+    # A handler that counted nothing this time is normal here; Powertools warns of it each time.
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
     sys.stdout = RoutedOutput(sys.stdout, logs, verbose=verbose)
     sys.stderr = RoutedOutput(sys.stderr, logs, verbose=verbose)
     # A handler's worker threads (the refresh run's pool) log as the function that made them.
