@@ -203,12 +203,12 @@ def test_the_terminal_shows_one_line_per_request_and_why_a_signature_was_refused
     assert "Signature=" not in "\n".join(printed)
 
 
-def test_each_functions_logs_go_to_its_own_file_naming_it(terminal: Terminal) -> None:
-    mark = len(terminal.output)
+def connect(terminal: Terminal, owner: str) -> str:
+    """A connection of ``owner``, made through the landing page and the emulator."""
     with requests.Session() as http:
         made = http.post(
             f"{terminal.url}/_local/connect",
-            data={"owner": "logs-owner", "return_here": "1"},
+            data={"owner": owner, "return_here": "1"},
             allow_redirects=False,
             timeout=10,
         )
@@ -216,14 +216,36 @@ def test_each_functions_logs_go_to_its_own_file_naming_it(terminal: Terminal) ->
         back = approve(http, started.headers["Location"], subdomain="acme", username="ada")
         cookie = started.headers["Set-Cookie"].split(";")[0]
         done = http.get(back, headers={"Cookie": cookie}, allow_redirects=False, timeout=10)
-        connection_id = parse_qs(urlsplit(done.headers["Location"]).query)["capsule_connection_id"][
-            0
-        ]
-        http.post(
-            f"{terminal.url}/_local/refresh",
-            params={"connection_id": connection_id},
-            timeout=10,
-        )
+    return parse_qs(urlsplit(done.headers["Location"]).query)["capsule_connection_id"][0]
+
+
+def test_the_readmes_client_examples_work_as_written(
+    terminal: Terminal, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in terminal.env().items():
+        monkeypatch.setenv(name, value)
+    connection_id = connect(terminal, "user-42")
+    connecting: dict[str, Any] = {}
+    operating: dict[str, Any] = {}
+
+    exec(python_example("client-connect"), connecting)  # noqa: S102 - the README's own code
+    exec(python_example("client-operate"), operating)  # noqa: S102 - the README's own code
+
+    assert connecting["link"].connect_url.startswith(f"{terminal.url}/auth/start?session=")
+    assert operating["connection"].connection_id == connection_id
+    assert operating["token"].token_type == "Bearer"
+    assert operating["done"].revoked is True
+    printed = capsys.readouterr().out.splitlines()
+    assert f"{connection_id} active Acme Ltd" in printed
+    assert operating["connector"].get_connection(connection_id).status == "disconnected"
+
+
+def test_each_functions_logs_go_to_its_own_file_naming_it(terminal: Terminal) -> None:
+    mark = len(terminal.output)
+    connection_id = connect(terminal, "logs-owner")
+    requests.post(
+        f"{terminal.url}/_local/refresh", params={"connection_id": connection_id}, timeout=10
+    )
     wait_for(terminal.output, lambda line: "/_local/refresh" in line)
     logs = terminal.log_dir
     deadline = time.monotonic() + 10  # the stream reaches EventsFunction every half second
