@@ -399,3 +399,43 @@ def test_every_make_command_in_the_readmes_table_is_a_target_with_those_variable
             check=False,
         )
         assert shown.returncode == 0, (command, shown.stderr)
+
+
+# The layer's examples run in a function of the app's own: this process plays it, with the
+# running stack's environment (as make invoke gives a function) and CONNECT_START_URL.
+IN_A_FUNCTION = """
+import json, os, sys
+from pathlib import Path
+from local.deployment import read_state_file
+from local.invoke import _attach
+from local.stack import Template
+described = read_state_file(Path(os.environ["LOCAL_STATE_FILE"]))
+_attach(described, Template.load(), "ConnectionsFunction", {})
+os.environ["CONNECT_START_URL"] = described["url"] + "/auth/start"
+sys.path.insert(0, "layers/capsule_oauth")
+namespace = {"connection_id": sys.argv[2]}
+exec(sys.argv[1], namespace)
+print(json.dumps({k: repr(v) for k, v in namespace.items() if k in {"link", "parties"}}))
+"""
+
+
+def test_the_readmes_layer_examples_work_in_a_function_of_your_own(terminal: Terminal) -> None:
+    connection_id = connect(terminal, "layer-owner")
+    ran = [
+        subprocess.run(
+            [sys.executable, "-c", IN_A_FUNCTION, python_example(name), connection_id],
+            cwd=ROOT,
+            env=terminal.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        for name in ("layer-connect-session", "layer-capsule-client")
+    ]
+
+    assert [r.returncode for r in ran] == [0, 0], [r.stderr for r in ran]
+    link = json.loads(ran[0].stdout.splitlines()[-1])["link"]
+    assert f"'connect_url': '{terminal.url}/auth/start?session=" in link
+    assert ran[1].stdout.splitlines()[-2].startswith("RateLimit(")  # print(client.rate_limit)
+    assert json.loads(ran[1].stdout.splitlines()[-1])["parties"].startswith("[")

@@ -111,3 +111,16 @@ def test_make_passes_parameters_as_parameter_overrides(target: str, module: str)
 
     line = next(line for line in shown.splitlines() if f"-m {module}" in line)
     assert line.endswith("--parameter-overrides LogLevel=DEBUG A=1")
+
+
+@pytest.mark.parametrize("module", ["local.demo", "local.invoke"])
+def test_make_demo_and_make_invoke_refuse_the_same_way(module: str) -> None:
+    command = [sys.executable, "-m", module]
+    if module == "local.invoke":
+        command += ["StartFunction", "events/start.json"]
+    command += ["--parameter-overrides", "PkceEnabled=maybe"]
+
+    ran = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+
+    assert ran.returncode == 2
+    assert "PkceEnabled='maybe' is not allowed: PkceEnabled is one of 'true', 'false'" in ran.stderr
