@@ -75,6 +75,13 @@ class RoutedOutput(io.TextIOBase):
     def isatty(self) -> bool:
         return self.terminal.isatty()
 
+    def fileno(self) -> int:
+        return self.terminal.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.terminal.encoding
+
 
 def _carry_context(submit: Callable[..., Any]) -> Callable[..., Any]:
     def submit_in_context(self: Any, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
