@@ -5,7 +5,9 @@ confirm and proxy routes' too)."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,19 +27,27 @@ from capsule_connector_client import (
     ConnectorError,
     Disconnected,
     Forbidden,
+    InternalError,
+    InvalidJson,
     InvalidOwner,
+    InvalidPath,
     InvalidRequest,
     InvalidReturnUrl,
+    MethodNotAllowed,
     NotConfigured,
     NotFound,
     OwnerMismatch,
     RateLimited,
     ReauthorizationRequired,
+    RequestTooLarge,
     ResultNotFound,
+    ReturnUrlRequired,
     RevocationFailed,
     TokenUnavailable,
     Unavailable,
+    UnsupportedMediaType,
 )
+from capsule_connector_client.errors import ERRORS
 from local import sigv4
 
 API = "https://abc123.execute-api.eu-west-2.amazonaws.com"
@@ -199,6 +209,12 @@ def test_confirm_posts_the_result_and_answers_the_connection(
         (400, "invalid_request", InvalidRequest),
         (400, "invalid_owner", InvalidOwner),
         (400, "invalid_return_url", InvalidReturnUrl),
+        (400, "return_url_required", ReturnUrlRequired),
+        (400, "invalid_json", InvalidJson),
+        (400, "invalid_path", InvalidPath),
+        (405, "method_not_allowed", MethodNotAllowed),
+        (413, "request_too_large", RequestTooLarge),
+        (415, "unsupported_media_type", UnsupportedMediaType),
         (403, "forbidden", Forbidden),
         (403, "owner_mismatch", OwnerMismatch),
         (403, "caller_not_allowed", CallerNotAllowed),
@@ -215,6 +231,7 @@ def test_confirm_posts_the_result_and_answers_the_connection(
         (503, "unavailable", Unavailable),
         (503, "not_configured", NotConfigured),
         (504, "capsule_timeout", CapsuleTimeout),
+        (500, "internal_error", InternalError),
     ],
 )
 def test_each_error_code_is_its_own_exception_with_the_apis_message(
@@ -236,6 +253,21 @@ def test_each_error_code_is_its_own_exception_with_the_apis_message(
     assert error.value.message == f"The sentence for {code}."
     assert str(error.value) == f"The sentence for {code}."
     assert error.value.retry_after == (7 if headers else None)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+# A code as the API answers it: json_api.error(status, "code", ...), or a refusal raised
+# with its code first (BadRequest("code", ...), InvalidConnectSessionRequest("code", ...)).
+_CODE = re.compile(r"(?:\berror|Request|BadRequest)\(\s*(?:\d{3},\s*)?\"([a-z_]+)\"")
+
+
+def test_every_error_code_the_api_answers_has_its_exception() -> None:
+    sources = [*ROOT.glob("functions/**/*.py"), *ROOT.glob("layers/**/*.py")]
+    answered = {code for path in sources for code in _CODE.findall(path.read_text())}
+
+    assert answered >= {"owner_mismatch", "invalid_json", "request_too_large", "rate_limited"}
+    assert answered - set(ERRORS) == set()
+    assert all(ERRORS[code].code == code for code in ERRORS)
 
 
 def test_api_gateways_own_refusal_is_access_denied(

@@ -38,12 +38,48 @@ class InvalidRequest(ConnectorError):
     code = "invalid_request"
 
 
+class InvalidJson(ConnectorError):
+    """400: the body is not well-formed JSON."""
+
+    code = "invalid_json"
+
+
+class InvalidPath(ConnectorError):
+    """400: the Capsule path given to the proxy is not one it forwards."""
+
+    code = "invalid_path"
+
+
+class RequestTooLarge(ConnectorError):
+    """413: the body is larger than the API accepts."""
+
+    code = "request_too_large"
+
+
+class UnsupportedMediaType(ConnectorError):
+    """415: the body is not sent as application/json."""
+
+    code = "unsupported_media_type"
+
+
+class MethodNotAllowed(ConnectorError):
+    """405: the proxy forwards only the methods it names."""
+
+    code = "method_not_allowed"
+
+
 class InvalidOwner(ConnectorError):
     code = "invalid_owner"
 
 
 class InvalidReturnUrl(ConnectorError):
     code = "invalid_return_url"
+
+
+class ReturnUrlRequired(ConnectorError):
+    """400: a connect session needs a return URL."""
+
+    code = "return_url_required"
 
 
 class NotFound(ConnectorError):
@@ -138,12 +174,24 @@ class CapsuleTimeout(ConnectorError):
     code = "capsule_timeout"
 
 
+class InternalError(ConnectorError):
+    """500: the connector failed; try again later."""
+
+    code = "internal_error"
+
+
 ERRORS: dict[str, type[ConnectorError]] = {
     cls.code: cls
     for cls in (
         InvalidRequest,
+        InvalidJson,
+        InvalidPath,
+        RequestTooLarge,
+        UnsupportedMediaType,
+        MethodNotAllowed,
         InvalidOwner,
         InvalidReturnUrl,
+        ReturnUrlRequired,
         NotFound,
         ResultNotFound,
         Forbidden,
@@ -160,5 +208,6 @@ ERRORS: dict[str, type[ConnectorError]] = {
         RevocationFailed,
         CapsuleUnavailable,
         CapsuleTimeout,
+        InternalError,
     )
 }
