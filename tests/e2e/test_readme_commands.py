@@ -203,20 +203,46 @@ def test_the_terminal_shows_one_line_per_request_and_why_a_signature_was_refused
     assert "Signature=" not in "\n".join(printed)
 
 
+def csrf_token(terminal: Terminal) -> str:
+    """The token the landing page puts in its forms, which every local POST needs."""
+    found = re.search(
+        r'name=csrf_token value="([^"]+)"', requests.get(terminal.url, timeout=10).text
+    )
+    assert found, "the landing page's forms carry no CSRF token"
+    return found.group(1)
+
+
+def sign_in(terminal: Terminal, owner: str) -> tuple[str, str, requests.Session, str]:
+    """A sign-in of ``owner`` from the landing page at the emulator: the connection id, the
+    confirmation result, the browser's session and the return URL it was sent to."""
+    http = requests.Session()
+    made = http.post(
+        f"{terminal.url}/_local/connect",
+        data={"owner": owner, "csrf_token": csrf_token(terminal)},
+        allow_redirects=False,
+        timeout=10,
+    )
+    started = http.get(made.headers["Location"], allow_redirects=False, timeout=10)
+    back = approve(http, started.headers["Location"], subdomain="acme", username="ada")
+    cookie = started.headers["Set-Cookie"].split(";")[0]
+    done = http.get(back, headers={"Cookie": cookie}, allow_redirects=False, timeout=10)
+    query = parse_qs(urlsplit(done.headers["Location"]).query)
+    return (
+        query["capsule_connection_id"][0],
+        query["capsule_result"][0],
+        http,
+        done.headers["Location"],
+    )
+
+
 def connect(terminal: Terminal, owner: str) -> str:
-    """A connection of ``owner``, made through the landing page and the emulator."""
-    with requests.Session() as http:
-        made = http.post(
-            f"{terminal.url}/_local/connect",
-            data={"owner": owner, "return_here": "1"},
-            allow_redirects=False,
-            timeout=10,
-        )
-        started = http.get(made.headers["Location"], allow_redirects=False, timeout=10)
-        back = approve(http, started.headers["Location"], subdomain="acme", username="ada")
-        cookie = started.headers["Set-Cookie"].split(";")[0]
-        done = http.get(back, headers={"Cookie": cookie}, allow_redirects=False, timeout=10)
-    return parse_qs(urlsplit(done.headers["Location"]).query)["capsule_connection_id"][0]
+    """A connection of ``owner``, made through the landing page and the emulator, and
+    confirmed by the landing page's return handler."""
+    connection_id, _, http, returned = sign_in(terminal, owner)
+    with http:
+        landing = http.get(f"{terminal.url}{returned}", timeout=10)
+    assert "data-testid=confirm-status>200<" in landing.text
+    return connection_id
 
 
 def test_the_readmes_client_examples_work_as_written(
@@ -224,14 +250,31 @@ def test_the_readmes_client_examples_work_as_written(
 ) -> None:
     for name, value in terminal.env().items():
         monkeypatch.setenv(name, value)
-    connection_id = connect(terminal, "user-42")
+    _, forwarded, _, _ = sign_in(terminal, "user-43")  # a link that user-42 opened instead
+    connection_id, result, _, _ = sign_in(terminal, "user-42")
     connecting: dict[str, Any] = {}
+    confirming: dict[str, Any] = {}
+    proxying: dict[str, Any] = {}
     operating: dict[str, Any] = {}
 
     exec(python_example("client-connect"), connecting)  # noqa: S102 - the README's own code
+    exec(python_example("client-confirm"), confirming)  # noqa: S102 - the README's own code
+    connector = connecting["connector"]
+    said = confirming["on_return"](connector, result, "user-42")
+    refused = confirming["on_return"](connector, forwarded, "user-42")
+    again = confirming["on_return"](connector, forwarded, "user-43")
+    capsys.readouterr()  # what client-connect printed
+    exec(python_example("client-proxy"), proxying)  # noqa: S102 - the README's own code
+    parties = capsys.readouterr().out.splitlines()
     exec(python_example("client-operate"), operating)  # noqa: S102 - the README's own code
 
     assert connecting["link"].connect_url.startswith(f"{terminal.url}/auth/start?session=")
+    assert said.startswith("Connected to Acme Ltd as ")
+    assert refused == "That sign-in was started by someone else; nothing was connected."
+    assert again == "That sign-in has expired; please connect again."
+    assert proxying["connection"].connection_id == connection_id
+    assert len(proxying["page"]["parties"]) == len(parties) == 2
+    assert all(re.fullmatch(r"(person|organisation) \d+", line) for line in parties), parties
     assert operating["connection"].connection_id == connection_id
     assert operating["token"].token_type == "Bearer"
     assert operating["done"].revoked is True
@@ -243,9 +286,13 @@ def test_the_readmes_client_examples_work_as_written(
 def test_each_functions_logs_go_to_its_own_file_naming_it(terminal: Terminal) -> None:
     mark = len(terminal.output)
     connection_id = connect(terminal, "logs-owner")
-    requests.post(
-        f"{terminal.url}/_local/refresh", params={"connection_id": connection_id}, timeout=10
+    refreshed = requests.post(
+        f"{terminal.url}/_local/refresh",
+        params={"connection_id": connection_id},
+        headers={"X-CSRF-Token": csrf_token(terminal)},
+        timeout=10,
     )
+    assert refreshed.status_code == 200
     wait_for(terminal.output, lambda line: "/_local/refresh" in line)
     logs = terminal.log_dir
     deadline = time.monotonic() + 10  # the stream reaches EventsFunction every half second
@@ -293,6 +340,8 @@ EXPECTED_STATUS = {
     "callback-denied.json": 400,
     "callback-missing-state.json": 400,
     "callback.json": 400,
+    "capsule-proxy.json": 404,
+    "confirm-connection.json": 404,
     "connect-session.json": 201,
     "disconnect-force.json": 404,
     "disconnect.json": 404,
