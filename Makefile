@@ -5,6 +5,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 PY := $(BIN)/python
+# make local / demo / invoke PARAMETERS="Name=Value ...": template.yaml parameters, as sam deploy's
+# --parameter-overrides sets them.
+OVERRIDES = $(if $(PARAMETERS),--parameter-overrides $(PARAMETERS))
 
 # Lambda runs python3.13 and `sam build` needs that interpreter on PATH. Under pyenv,
 # select the newest installed 3.13 ahead of the default one.
@@ -27,11 +30,23 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@echo
+	@echo "Variables:"
+	@echo "  PARAMETERS=\"Name=Value ...\"  template.yaml parameters for make local, demo and invoke"
+	@echo "                              (e.g. PARAMETERS=\"AllowedReturnOrigins=https://app.example.com\")"
+	@echo "  LOCAL_ARGS=\"...\"             flags of make local: --verbose (function logs here too),"
+	@echo "                              --port 3000, --aws-port 5055, --capsule-port 8901 (0: any free),"
+	@echo "                              --expires-in SECONDS (the emulator's token lifetime)"
+	@echo "  FUNCTION=, EVENT=            make invoke's function (logical id) and event file"
+	@echo "  BENCH_ARGS=--quick           a tiny make bench"
 
 $(STAMP): pyproject.toml layers/capsule_oauth/requirements.txt
+	@echo "Setting up $(VENV): a virtualenv with everything to develop, test and run locally"
+	@echo "(the SAM CLI, moto, Powertools, playwright, ...). The first time takes 1-3 minutes;"
+	@echo "pip shows its progress below. Later runs skip this until pyproject.toml changes."
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade 'pip>=25.1'
-	$(PY) -m pip install --quiet --group dev
+	$(PY) -m pip install --progress-bar on --group dev
 	@touch $@
 
 venv: $(STAMP) ## create .venv with everything needed to develop, test and run locally
@@ -78,13 +93,13 @@ test-e2e: $(STAMP) ## the local stack over HTTP and in headless Chromium
 	$(PY) -m pytest tests/e2e tests/browser
 
 local: $(STAMP) ## run the whole stack on this machine (no AWS or Capsule account needed)
-	$(PY) -m local $(LOCAL_ARGS)
+	$(PY) -m local $(LOCAL_ARGS) $(OVERRIDES)
 
 demo: $(STAMP) ## connect, refresh and call Capsule against the local stack, no browser
-	$(PY) -m local.demo
+	$(PY) -m local.demo $(OVERRIDES)
 
 invoke: $(STAMP) ## run one handler on one event, no Docker (FUNCTION=StartFunction EVENT=events/start.json)
-	$(PY) -m local.invoke $(FUNCTION) $(EVENT)
+	$(PY) -m local.invoke $(FUNCTION) $(EVENT) $(OVERRIDES)
 
 bench: $(STAMP) ## cold start, calls per flow, refresh at scale, deploy size (BENCH_ARGS=--quick: tiny)
 	$(PY) -m bench $(BENCH_ARGS)

@@ -7,10 +7,45 @@ import json
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
 from local.capsule_emulator.store import DEFAULT_RATE_LIMIT
-from local.deployment import LocalDeployment, PortBusy, Ports
+from local.deployment import LOCAL_CALLER, LocalDeployment, PortBusy, Ports
+from local.logs import LOG_DIR, route_function_output
+from local.parameters import InvalidParameter, parse_overrides
+from local.stack import REGION, ROOT, Template
+
+
+def export_lines(url: str) -> list[str]:
+    """What a shell needs for the README's signed calls to reach this stack."""
+    return [
+        f"export AWS_ACCESS_KEY_ID={LOCAL_CALLER.access_key}",
+        f"export AWS_SECRET_ACCESS_KEY={LOCAL_CALLER.secret_key}",
+        f"export AWS_REGION={REGION}",
+        f"export AWS_DEFAULT_REGION={REGION}",
+        f"export API={url}",
+    ]
+
+
+def add_parameter_overrides(parser: argparse.ArgumentParser) -> None:
+    """SAM CLI's --parameter-overrides, for make local, make demo and make invoke."""
+    parser.add_argument(
+        "--parameter-overrides",
+        nargs="+",
+        default=[],
+        metavar="Name=Value",
+        help="set template.yaml parameters, as sam deploy does"
+        " (make ... PARAMETERS='AllowedReturnOrigins=https://app.example.com LogLevel=DEBUG')",
+    )
+
+
+def overrides_or_exit(prog: str, arguments: list[str]) -> dict[str, str]:
+    try:
+        return parse_overrides(Template.load(), arguments)
+    except InvalidParameter as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,11 +69,24 @@ def main(argv: list[str] | None = None) -> int:
         "--json", action="store_true", help="print the stack's addresses as one JSON line"
     )
     parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="every function's log lines and metrics in this terminal too",
+    )
+    add_parameter_overrides(parser)
+    parser.add_argument(
+        "--log-dir",
+        type=Path,
+        default=LOG_DIR,
+        help="where each function's log file goes (default: .local/logs)",
+    )
+    parser.add_argument(
         "--no-state-file",
         action="store_true",
         help="do not write .local/stack.json (which make invoke reads to find this stack)",
     )
     args = parser.parse_args(argv)
+    overrides = overrides_or_exit("make local", args.parameter_overrides)
 
     ports = Ports(args.port, args.aws_port, args.capsule_port)
     if 0 in (ports.gateway, ports.aws, ports.capsule):
@@ -51,7 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         access_token_lifetime=args.expires_in,
         rate_limit=args.rate_limit,
         write_state_file=not args.no_state_file,
+        parameter_overrides=overrides,
     )
+    try:
+        stack.check_parameters()
+    except InvalidParameter as error:
+        print(f"make local: {error}", file=sys.stderr)
+        return 2
+    route_function_output(verbose=args.verbose, directory=args.log_dir.resolve())
     try:
         stack.start()
     except PortBusy as error:
@@ -69,9 +124,19 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(stack.describe()), flush=True)
     else:
         capsule = "the Capsule emulator" if stack.emulator else "Capsule"
+        exports = "".join(f"    {line}\n" for line in export_lines(stack.url))
+        overridden = " ".join(f"{name}={value}" for name, value in overrides.items())
+        logs = args.log_dir.resolve()
+        logs = logs.relative_to(ROOT) if logs.is_relative_to(ROOT) else logs
         print(
             f"\n  Capsule connector running locally (AWS on moto, {capsule} at"
-            f" {stack.capsule_base_url}).\n\n  Open {stack.url}\n\n  Ctrl-C stops everything.\n",
+            f" {stack.capsule_base_url}).\n\n  Open {stack.url}\n\n"
+            "  Signed calls to the AWS_IAM routes (the README's curl and Python examples)"
+            f" work after:\n\n{exports}\n"
+            + (f"  Parameters: {overridden}\n\n" if overridden else "")
+            + "  One line per request below; each function's logs are in"
+            f" {logs}/<function>.log\n  (LOCAL_ARGS=--verbose shows them here too)."
+            " Ctrl-C stops everything.\n",
             flush=True,
         )
     try:

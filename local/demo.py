@@ -6,6 +6,7 @@ Prints what happens at each step. Never prints a token, code, verifier or secret
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from datetime import UTC, datetime
@@ -130,9 +131,18 @@ def _operate(stack: LocalDeployment, connection_id: str) -> None:
     print("\nDemo finished: connect, refresh, API call, management API and events all worked.")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    from local.__main__ import add_parameter_overrides, overrides_or_exit
+
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__)
+    add_parameter_overrides(parser)
+    overrides = overrides_or_exit("make demo", parser.parse_args(argv).parameter_overrides)
     stack = LocalDeployment(
-        ports=Ports.any_free(), schedule=False, write_state_file=False, quiet=True
+        ports=Ports.any_free(),
+        schedule=False,
+        write_state_file=False,
+        quiet=True,
+        parameter_overrides=overrides,
     )
     stack.start()
     print(f"Local stack up: gateway {stack.url}, Capsule emulator {stack.capsule_base_url}")

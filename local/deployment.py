@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import boto3
 import requests
@@ -31,12 +31,14 @@ from local import sigv4
 from local.capsule_emulator import CapsuleEmulator
 from local.capsule_emulator.store import DEFAULT_RATE_LIMIT
 from local.gateway import Gateway, LocalControl
-from local.lambda_container import LambdaFunction, mount_layers
+from local.lambda_container import LambdaContext, LambdaFunction, mount_layers, running
+from local.parameters import InvalidParameter
 from local.stack import ACCOUNT, REGION, ROOT, Stack, Template, create_stack, load_event
 from local.stack import schedule_seconds as parse_schedule
 from local.streams import BusQueue, StreamPump
 
-STATE_FILE = ROOT / ".local" / "stack.json"
+# Where a running make local describes itself for make invoke (LOCAL_STATE_FILE: elsewhere).
+STATE_FILE = Path(os.environ.get("LOCAL_STATE_FILE") or ROOT / ".local" / "stack.json")
 EMULATOR_CLIENT_ID = "local-client-id"
 EMULATOR_CLIENT_SECRET = "local-client-secret"
 # make local hears of people created and changed in the emulator (README).
@@ -116,6 +118,8 @@ class LocalDeployment(LocalControl):
     schedule: bool = True
     write_state_file: bool = True
     quiet: bool = False  # no JSON log lines or metrics on stdout (for the demo's narrative)
+    # template.yaml's parameters as --parameter-overrides set them (local/parameters.py)
+    parameter_overrides: dict[str, str] = field(default_factory=dict)
     template: Template = field(default_factory=Template.load)
     emulator: CapsuleEmulator | None = None
     stack: Stack | None = None
@@ -143,9 +147,33 @@ class LocalDeployment(LocalControl):
     def capsule_base_url(self) -> str:
         if self.emulator is not None:
             return self.emulator.url
+        if "CapsuleBaseUrl" in self.parameter_overrides:
+            return self.parameter_overrides["CapsuleBaseUrl"].rstrip("/")
         return os.environ["CAPSULE_BASE_URL"].rstrip("/")
 
+    def _real_capsule(self) -> bool:
+        """Real Capsule when its client credentials are given, else the emulator."""
+        return bool(
+            os.environ.get("CAPSULE_CLIENT_ID")
+            and os.environ.get("CAPSULE_CLIENT_SECRET")
+            and (os.environ.get("CAPSULE_BASE_URL") or "CapsuleBaseUrl" in self.parameter_overrides)
+        )
+
+    def check_parameters(self) -> None:
+        """Refuse, before anything starts, overrides this machine cannot run as given."""
+        if "CapsuleBaseUrl" in self.parameter_overrides and not self._real_capsule():
+            raise InvalidParameter(
+                "CapsuleBaseUrl points the stack at another Capsule: set CAPSULE_CLIENT_ID and"
+                " CAPSULE_CLIENT_SECRET too (without it, the Capsule emulator runs)"
+            )
+        for expression in self.template.schedules(self.parameter_overrides).values():
+            try:
+                parse_schedule(expression)
+            except ValueError as error:
+                raise InvalidParameter(f"RefreshSchedule: {error}") from None
+
     def start(self) -> LocalDeployment:
+        self.check_parameters()
         for name, port in vars(self.ports).items():
             if port and port_in_use(self.host, port):
                 raise PortBusy(
@@ -175,11 +203,7 @@ class LocalDeployment(LocalControl):
         os.environ.update(_AWS_ENV)
         os.environ["AWS_ENDPOINT_URL"] = self.aws_endpoint
 
-        real_capsule = all(
-            os.environ.get(name)
-            for name in ("CAPSULE_BASE_URL", "CAPSULE_CLIENT_ID", "CAPSULE_CLIENT_SECRET")
-        )
-        if real_capsule:
+        if self._real_capsule():
             credentials = {
                 "client_id": os.environ["CAPSULE_CLIENT_ID"],
                 "client_secret": os.environ["CAPSULE_CLIENT_SECRET"],
@@ -201,9 +225,11 @@ class LocalDeployment(LocalControl):
             self.template,
             client_credentials=credentials,
             parameters={
-                "CapsuleBaseUrl": self.capsule_base_url,
-                # Real Capsule cannot reach this machine: hooks only with the emulator.
+                # Real Capsule cannot reach this machine: hooks by default only with the
+                # emulator; --parameter-overrides CapsuleHookEvents=... sets them either way.
                 "CapsuleHookEvents": LOCAL_HOOK_EVENTS if self.emulator is not None else "",
+                **self.parameter_overrides,
+                "CapsuleBaseUrl": self.capsule_base_url,
             },
             prefix="local",
             session=session,
@@ -224,15 +250,16 @@ class LocalDeployment(LocalControl):
             credentials=LOCAL_CALLER,
             host=self.host,
             port=self.ports.gateway,
+            access_log=None if self.quiet else _print_line,
         ).start()
         self.ports.gateway = self._gateway.port
-        schedules = self.template.schedules()
+        schedules = self.template.schedules(self.parameter_overrides)
         if "RefreshFunction" in schedules:
             self._schedule_seconds = parse_schedule(schedules["RefreshFunction"])
         if self.schedule:
             threading.Thread(target=self._scheduler, name="schedule", daemon=True).start()
         if self.write_state_file:
-            STATE_FILE.parent.mkdir(exist_ok=True)
+            STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
             STATE_FILE.write_text(json.dumps(self.describe(), indent=2), encoding="utf-8")
 
     def _start_status_events(self) -> None:
@@ -245,6 +272,11 @@ class LocalDeployment(LocalControl):
             for properties in self.template.of_type("AWS::Lambda::EventSourceMapping").values()
             if properties["FunctionName"] == {"Ref": "EventsFunction"}
         )
+        if environment["EVENT_BUS_NAME"] != "default":  # EventBusName names the app's own bus
+            with contextlib.suppress(Exception):
+                boto3.client("events", region_name=REGION).create_event_bus(
+                    Name=environment["EVENT_BUS_NAME"]
+                )
         self._status_queue = BusQueue.create(
             bus=environment["EVENT_BUS_NAME"],
             source=environment["EVENT_SOURCE"],
@@ -312,6 +344,7 @@ class LocalDeployment(LocalControl):
             "emulator": self.emulator is not None,
             "schedule_seconds": self._schedule_seconds,
             "physical": self.created.physical,
+            "parameters": dict(self.parameter_overrides),
         }
 
     def connections(self) -> list[dict[str, Any]]:
@@ -353,12 +386,15 @@ class LocalDeployment(LocalControl):
         from capsule_oauth import config
         from capsule_oauth.flows import refresh as refresh_flow
 
-        outcome = refresh_flow.refresh_connection(
-            config.settings(),
-            connection_id,
-            owner=f"local:{uuid.uuid4().hex}",
-            needs_refresh=refresh_flow.forced,
-        )
+        # RefreshFunction's code, run for one connection: its log lines are that function's.
+        as_refresh = LambdaContext.for_function(self.template.function("RefreshFunction"))
+        with running(as_refresh):
+            outcome = refresh_flow.refresh_connection(
+                config.settings(),
+                connection_id,
+                owner=f"local:{uuid.uuid4().hex}",
+                needs_refresh=refresh_flow.forced,
+            )
         return {"connection_id": connection_id, "outcome": outcome.outcome.value}
 
     def disconnect(self, connection_id: str) -> dict[str, Any]:
@@ -374,7 +410,8 @@ class LocalDeployment(LocalControl):
     def connect_session(self, owner: str, *, return_here: bool = True) -> dict[str, Any]:
         """POST /connect-sessions as the app's backend would: signed with SigV4. The return
         URL is the landing page (a path on the API); without one the connector's pages show."""
-        body = {"owner": owner, **({"return_url": "/"} if return_here else {})}
+        back = "/?" + urlencode({"owner": owner})  # the page keeps the owner typed into it
+        body = {"owner": owner, **({"return_url": back} if return_here else {})}
         return signed_post(f"{self.url}/connect-sessions", body, LOCAL_CALLER)
 
     def confirm(self, result: str, owner: str) -> dict[str, Any]:
@@ -398,6 +435,10 @@ class LocalDeployment(LocalControl):
             "body": body,
             "rate_limit_remaining": limits.remaining if limits else None,
         }
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)
 
 
 def read_state_file(path: Path = STATE_FILE) -> dict[str, Any] | None:

@@ -19,17 +19,20 @@ import json
 import re
 import secrets
 import threading
+import time
 import traceback
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from local import sigv4
 from local.lambda_container import Invoke
-from local.landing import landing_page
+from local.landing import FAVICON, landing_page
+from local.logs import request_line
 from local.stack import ACCOUNT, REGION, Route
 
 
@@ -198,8 +201,10 @@ class Gateway:
         credentials: sigv4.KnownCredentials,
         host: str = "127.0.0.1",
         port: int = 3000,
+        access_log: Callable[[str], None] | None = None,
     ) -> None:
         self.routes = routes
+        self.access_log = access_log  # one line per request (local/logs.py request_line)
         self.credentials = credentials  # who may call the AWS_IAM routes
         self.invoke = invoke
         self.control = control
@@ -256,6 +261,8 @@ class Gateway:
         return Handler
 
     def _serve(self, request: BaseHTTPRequestHandler) -> None:
+        started = time.monotonic()
+        note = ""
         parts = urlsplit(request.path)
         length = int(request.headers.get("Content-Length") or 0)
         body = request.rfile.read(length) if length else b""
@@ -291,24 +298,9 @@ class Gateway:
                     event["pathParameters"] = path_parameters
                 status, headers, payload = _response_parts(self.invoke(route.function, event))
             else:
-                form = body.decode("utf-8", "replace") if body else ""
-                query = "&".join(filter(None, [parts.query, form]))
-                if request.command == "POST":
-                    sent = request.headers.get("X-CSRF-Token") or dict(parse_qsl(query)).get(
-                        CSRF_FIELD, ""
-                    )
-                    if not hmac.compare_digest(sent.encode(), self.csrf_token.encode()):
-                        raise Refused(
-                            "Forbidden: a POST to the local stack needs the landing page's"
-                            f" {CSRF_FIELD} (form field) or X-CSRF-Token header."
-                        )
-                cookies = dict(
-                    pair.strip().split("=", 1)
-                    for pair in (request.headers.get("Cookie") or "").split(";")
-                    if "=" in pair
-                )
-                status, headers, payload = self._local(request.command, parts.path, query, cookies)
+                status, headers, payload = self._serve_local(request, parts.path, parts.query, body)
         except (sigv4.SignatureRejected, Refused) as refusal:  # no handler runs
+            note = _refusal_note(refusal)
             status, headers = 403, [("Content-Type", "application/json")]
             payload = json.dumps({"message": refusal.message}).encode()
         except Exception as error:  # the stand-in for API Gateway's own 500
@@ -324,6 +316,37 @@ class Gateway:
         request.end_headers()
         if request.command != "HEAD":
             request.wfile.write(payload)
+        if self.access_log is not None:
+            self.access_log(
+                request_line(
+                    method=request.command,
+                    path=parts.path,
+                    status=status,
+                    started=started,
+                    function=route.function if route is not None else "local",
+                    note=note,
+                )
+            )
+
+    def _serve_local(
+        self, request: BaseHTTPRequestHandler, path: str, raw_query: str, body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The landing page and /_local: a POST must carry the page's CSRF token."""
+        form = body.decode("utf-8", "replace") if body else ""
+        query = "&".join(filter(None, [raw_query, form]))
+        if request.command == "POST":
+            sent = request.headers.get("X-CSRF-Token") or dict(parse_qsl(query)).get(CSRF_FIELD, "")
+            if not hmac.compare_digest(sent.encode(), self.csrf_token.encode()):
+                raise Refused(
+                    "Forbidden: a POST to the local stack needs the landing page's"
+                    f" {CSRF_FIELD} (form field) or X-CSRF-Token header."
+                )
+        cookies = dict(
+            pair.strip().split("=", 1)
+            for pair in (request.headers.get("Cookie") or "").split(";")
+            if "=" in pair
+        )
+        return self._local(request.command, path, query, cookies)
 
     def _landing(
         self, params: dict[str, str], cookies: dict[str, str]
@@ -349,7 +372,7 @@ class Gateway:
             html.encode(),
         )
 
-    def _local(
+    def _local(  # noqa: PLR0912 - one branch per local endpoint
         self, method: str, path: str, query: str, cookies: dict[str, str] | None = None
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         params = dict(parse_qsl(query))
@@ -357,6 +380,9 @@ class Gateway:
         as_json = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
         if method in {"GET", "HEAD"} and path == "/":
             return self._landing(params, cookies)
+        if method in {"GET", "HEAD"} and path == "/favicon.ico":
+            icon = [("Content-Type", "image/svg+xml"), ("Cache-Control", "max-age=86400")]
+            return 200, icon, FAVICON
         if method == "GET" and path == "/_local/connections":
             return 200, as_json, json.dumps(self.control.connections()).encode()
         if method == "GET" and path == "/_local/events":
@@ -364,14 +390,24 @@ class Gateway:
         if method == "GET" and path == "/_local/stack":
             return 200, as_json, json.dumps(self.control.describe()).encode()
         if method == "POST" and path == "/_local/refresh":
-            result = self.control.refresh_now(params.get("connection_id") or None)
+            connection_id = params.get("connection_id") or None
+            result = self.control.refresh_now(connection_id)
             if params.get("back") == "1":
-                return 303, [("Location", "/?refreshed=1")], b""
+                if connection_id is None:
+                    said = {"done": "scheduled", "due": str(result.get("due", 0))}
+                    said["failures"] = str(sum((result.get("failures") or {}).values()))
+                else:
+                    said = {"done": "refreshed", "connection_id": connection_id}
+                    said["outcome"] = str(result.get("outcome", ""))
+                return 303, [("Location", _back_to_landing(params, said))], b""
             return 200, as_json, json.dumps(result).encode()
         if method == "POST" and path == "/_local/disconnect":
             result = self.control.disconnect(params["connection_id"])
             if params.get("back") == "1":
-                return 303, [("Location", "/?refreshed=1")], b""
+                said = {"done": "disconnected", "connection_id": params["connection_id"]}
+                if result.get("status") != "disconnected":
+                    said["error"] = str(result.get("error") or "failed")
+                return 303, [("Location", _back_to_landing(params, said))], b""
             return 200, as_json, json.dumps(result).encode()
         if method == "POST" and path == "/_local/connect":
             owner = params.get("owner") or "demo-user-1"
@@ -400,6 +436,19 @@ class Gateway:
 
 APP_USER_COOKIE = "local_app_user"  # the landing page's "signed-in user" (it plays the app)
 CONFIRM_AS_COOKIE = "local_confirm_as"  # confirm as another user: a forwarded link's refusal
+
+
+def _back_to_landing(params: dict[str, str], said: dict[str, str]) -> str:
+    """The landing page again, saying what was done, with the owner the person typed."""
+    kept = {"owner": params["owner"]} if params.get("owner") else {}
+    return "/?" + urlencode({**said, **kept})
+
+
+def _refusal_note(refusal: sigv4.SignatureRejected | Refused) -> str:
+    """Why the gateway refused, for the terminal's request line (never the signature)."""
+    if isinstance(refusal, sigv4.SignatureRejected):
+        return f"signature refused: {refusal.reason}"
+    return f"refused: {refusal.message}"
 
 
 def _iam(caller: sigv4.Caller) -> dict[str, Any]:

@@ -11,12 +11,15 @@ client secret, decrypted tokens); ``reset_caches`` gives a new, cold container.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib.util
+import logging
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +46,7 @@ class LambdaContext:
     log_group_name: str = "/aws/lambda/local"
     log_stream_name: str = "local"
     started: float = field(default_factory=time.monotonic)
+    cold_start: bool = False
 
     @property
     def invoked_function_arn(self) -> str:
@@ -60,6 +64,53 @@ class LambdaContext:
             memory_limit_in_mb=spec.memory_mb,
             **overrides,
         )
+
+
+# The invocation running in this thread: every function shares this process, where Lambda
+# gives each its own container, so log lines are told apart by it (local/logs.py).
+_running: contextvars.ContextVar[LambdaContext | None] = contextvars.ContextVar(
+    "lambda_invocation", default=None
+)
+_warm: set[str] = set()
+
+
+def current_function() -> str | None:
+    """The logical id of the function running in this thread, if one is."""
+    context = _running.get()
+    return context.function_name if context is not None else None
+
+
+@contextlib.contextmanager
+def running(context: LambdaContext) -> Iterator[None]:
+    """Code run as ``context``'s function: its log lines name it, and its output is its own."""
+    token = _running.set(context)
+    try:
+        yield
+    finally:
+        _running.reset(token)
+
+
+class _InvocationFields(logging.Filter):
+    """Each log line names the function whose invocation wrote it, whichever thread's
+    invocation last set the shared logger's keys."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = _running.get()
+        if context is not None:
+            record.function_name = context.function_name
+            record.function_arn = context.invoked_function_arn
+            record.function_request_id = context.aws_request_id
+            record.function_memory_size = context.memory_limit_in_mb
+            record.cold_start = context.cold_start
+        return True
+
+
+def _label_log_lines() -> None:
+    from capsule_oauth.observability import logger
+
+    handler = logger.registered_handler
+    if not any(isinstance(f, _InvocationFields) for f in handler.filters):
+        handler.addFilter(_InvocationFields())
 
 
 def mount_layers(spec: FunctionSpec) -> None:
@@ -91,6 +142,7 @@ def load_handler(spec: FunctionSpec) -> Handler:
             except BaseException:
                 del sys.modules[name]  # a failed import leaves nothing half-made behind
                 raise
+            _label_log_lines()
     handler: Handler = getattr(module, spec.attribute)
     return handler
 
@@ -108,7 +160,12 @@ class LambdaFunction:
 
     def invoke(self, event: dict[str, Any]) -> Any:
         """The handler's answer to ``event``, with a fresh context as each invocation gets."""
-        return self.handler(event, LambdaContext.for_function(self.spec))
+        context = LambdaContext.for_function(
+            self.spec, cold_start=self.spec.logical_id not in _warm
+        )
+        _warm.add(self.spec.logical_id)
+        with running(context):
+            return self.handler(event, context)
 
 
 def invoke(template: Template, logical_id: str, event: dict[str, Any]) -> Any:

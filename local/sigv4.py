@@ -32,11 +32,13 @@ _AUTHORIZATION = re.compile(
 
 class SignatureRejected(Exception):
     """The request is not signed, or not signed right; ``message`` is API Gateway's answer
-    and says why (safe to log: it never holds the signature or a secret)."""
+    to the caller, ``reason`` what the developer reads in the terminal (the message where it
+    says enough). Neither ever holds the signature or a secret."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.reason = reason or message
 
 
 @dataclass(frozen=True)
@@ -135,19 +137,29 @@ def verify(
     lowered = {name.lower(): value for name, value in headers.items()}
     authorization = lowered.get("authorization", "")
     if not authorization:
-        raise SignatureRejected("Forbidden")
+        raise SignatureRejected("Forbidden", "not signed: no Authorization header")
     match = _AUTHORIZATION.match(authorization.strip())
     if not match:
-        raise SignatureRejected("Authorization header requires a valid AWS4-HMAC-SHA256 form.")
+        raise SignatureRejected(
+            "Authorization header requires a valid AWS4-HMAC-SHA256 form.",
+            "the Authorization header is not an AWS4-HMAC-SHA256 signature",
+        )
     access_key, _, scope = match["credential"].partition("/")
     signed_headers = match["signed"].split(";")
     amz_date = lowered.get("x-amz-date", "")
     if access_key != known.access_key:
-        raise SignatureRejected("The security token included in the request is invalid.")
+        raise SignatureRejected(
+            "The security token included in the request is invalid.",
+            f"signed with access key {access_key!r}, not with this stack's {known.access_key!r}",
+        )
     if "host" not in signed_headers:
         raise SignatureRejected("The host header must be signed.")
     if scope.count("/") != 3 or scope.split("/")[1:] != [region, SERVICE, "aws4_request"]:
-        raise SignatureRejected(f"Credential should be scoped to {region}/{SERVICE}.")
+        raise SignatureRejected(
+            f"Credential should be scoped to {region}/{SERVICE}.",
+            f"signed for {'/'.join(scope.split('/')[1:3]) or 'no region'},"
+            f" not for {region}/{SERVICE}",
+        )
     try:
         signed_at = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     except ValueError:
@@ -156,7 +168,9 @@ def verify(
         raise SignatureRejected("Credential date does not match X-Amz-Date.")
     current = time.time() if now is None else now
     if abs(current - signed_at.timestamp()) > MAX_SKEW_SECONDS:
-        raise SignatureRejected("Signature expired.")
+        raise SignatureRejected(
+            "Signature expired.", f"signed at {amz_date}, more than {MAX_SKEW_SECONDS} s from now"
+        )
     claimed = lowered.get("x-amz-content-sha256")
     if claimed is not None and claimed.strip().lower() != hashlib.sha256(body).hexdigest():
         if claimed.strip().upper().startswith(("UNSIGNED-PAYLOAD", "STREAMING-")):
@@ -175,6 +189,8 @@ def verify(
     )
     if not hmac.compare_digest(expected, match["signature"]):
         raise SignatureRejected(
-            "The request signature we calculated does not match the signature you provided."
+            "The request signature we calculated does not match the signature you provided.",
+            "the signature does not match: signed with another secret key, or the request"
+            " changed after it was signed",
         )
     return known.caller()

@@ -143,8 +143,9 @@ class Template:
             if event["Type"] == "HttpApi"
         ]
 
-    def schedules(self) -> dict[str, str]:
-        """Function logical id -> schedule expression (parameters resolved to defaults)."""
+    def schedules(self, parameters: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Function logical id -> schedule expression (parameters resolved, by default to
+        their defaults)."""
         found = {}
         for spec in self.functions():
             for event in spec.events.values():
@@ -152,7 +153,9 @@ class Template:
                     expression = event["Properties"].get("Schedule") or event["Properties"].get(
                         "ScheduleExpression"
                     )
-                    found[spec.logical_id] = str(Resolver(self, {}, {}).resolve(expression))
+                    found[spec.logical_id] = str(
+                        Resolver(self, {}, parameters or {}).resolve(expression)
+                    )
         return found
 
 

@@ -58,3 +58,26 @@ def test_make_help_lists_every_target() -> None:
     ).stdout
 
     assert set(re.findall(r"^  make (\S+)", shown, re.MULTILINE)) == set(make_targets())
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_help_lists_the_variables_and_make_locals_flags() -> None:
+    shown = subprocess.run(
+        ["make", "--no-print-directory", "help"],  # noqa: S607 - make from PATH, as a person runs it
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+
+    for word in (
+        "PARAMETERS=",
+        "LOCAL_ARGS=",
+        "--verbose",
+        "--port",
+        "--aws-port",
+        "--capsule-port",
+    ):
+        assert word in shown, word
+        assert word in readme, word

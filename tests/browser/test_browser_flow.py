@@ -198,7 +198,7 @@ def test_a_person_connects_capsule_and_refreshes_it(
     assert cookie.get("path") == "/auth/callback"
 
     page.locator("#allow").click()
-    page.wait_for_url(f"{local_deployment.url}/?capsule_*")
+    page.wait_for_url(f"{local_deployment.url}/?owner=*capsule_*")
     # Only the browser's cookie proves this browser started the sign-in: success is the
     # round trip working, cross-site redirect from Capsule included, back in the app.
     assert heading(page) == "Capsule CRM connector — local stack"
@@ -221,8 +221,8 @@ def test_a_person_connects_capsule_and_refreshes_it(
     shoot(page, "6-landing-connected")
 
     row.get_by_role("button", name="Refresh now").click()
-    page.wait_for_url(f"{local_deployment.url}/?refreshed=1")
-    assert page.locator("#flash").is_visible()
+    page.wait_for_url(f"{local_deployment.url}/?done=refreshed*")
+    assert page.locator("#flash").inner_text().startswith(f"Refreshed {connection_id}")
     row = connection_row(page, connection_id)
     last_refresh = row.get_by_test_id("last-refresh").inner_text()
     assert last_refresh != "never"
@@ -248,7 +248,7 @@ def test_a_person_who_denies_access_connects_nothing(
     )
 
     page.locator("#deny").click()
-    page.wait_for_url(f"{local_deployment.url}/?capsule_*")
+    page.wait_for_url(f"{local_deployment.url}/?owner=*capsule_*")
     assert page.get_by_test_id("capsule_status").inner_text() == "denied"
     again = page.get_by_role("button", name="Connect Capsule CRM")
     assert again.is_visible()
@@ -314,7 +314,7 @@ def test_the_connector_pages_are_self_contained(
     callback = f"{local_deployment.url}/auth/callback"
     with page.expect_request(lambda r: r.url.startswith(callback)) as sent:
         page.locator("#allow").click()
-    page.wait_for_url(f"{local_deployment.url}/?capsule_*")
+    page.wait_for_url(f"{local_deployment.url}/?owner=*capsule_*")
     if browser_of == "other":  # a fresh profile: no cookie of this sign-in
         page = browser.new_context().new_page()
     seen = Seen().watch(page)
@@ -384,7 +384,7 @@ def test_reload_after_success_and_back_then_allow_again_say_already_connected(
     callback = f"{local_deployment.url}/auth/callback"
     with page.expect_request(lambda r: r.url.startswith(callback)) as sent:
         page.locator("#allow").click()
-    page.wait_for_url(f"{local_deployment.url}/?capsule_*")
+    page.wait_for_url(f"{local_deployment.url}/?owner=*capsule_*")
     assert page.get_by_test_id("confirm-status").inner_text() == "200"
     back_in_app = page.url
     before = connections(local_deployment)
@@ -421,7 +421,7 @@ def test_a_connect_link_opened_twice_says_it_was_used_and_leads_back(
             site_name="Example Co.", pick_from_list=True, owner="journey-twice",
         )  # fmt: skip
     page.locator("#allow").click()
-    page.wait_for_url(f"{local_deployment.url}/?capsule_*")
+    page.wait_for_url(f"{local_deployment.url}/?owner=*capsule_*")
 
     page.goto(started.value.url)  # the same connect link, opened again
 
@@ -502,3 +502,68 @@ def test_a_missing_cookie_says_so_and_leads_back(
     assert "cookies are blocked" in page.locator("main").inner_text()
     shoot(page, "5-no-cookie")
     assert follow_every_link(page, shoot, "6") == ["Capsule CRM connector — local stack"]
+
+
+def test_the_landing_page_says_what_each_button_did_and_keeps_the_owner(
+    browser: Browser, local_deployment: RunningDeployment, shoot: Shoot
+) -> None:
+    """At 1280 px, as a laptop shows it: nothing overflows the card, every request (the
+    favicon too) is answered, Refresh and Disconnect each say what they did."""
+    wide = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-GB")
+    wide.set_default_timeout(TIMEOUT_MS)
+    page = wide.new_page()
+    seen = Seen().watch(page)
+    try:
+        sign_in_at_capsule(
+            page,
+            local_deployment,
+            shoot,
+            subdomain="acme",
+            username="ada",
+            site_name="Acme Ltd",
+            pick_from_list=False,
+            owner="owner-kept-7",
+        )
+        page.locator("#allow").click()
+        page.wait_for_url(f"{local_deployment.url}/?owner=*capsule_*")
+        assert page.locator("#owner").input_value() == "owner-kept-7"
+        connection_id = page.get_by_test_id("capsule_connection_id").inner_text()
+        row = connection_row(page, connection_id)
+        shoot(page, "1-connected-1280px")
+        overflowing = page.evaluate(
+            """() => {
+                const card = document.querySelector('main').getBoundingClientRect();
+                return [...document.querySelectorAll('main *')]
+                    .filter(e => e.getBoundingClientRect().right > card.right + 0.5)
+                    .map(e => e.outerHTML.slice(0, 80));
+            }"""
+        )
+        assert overflowing == []
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+
+        row.get_by_role("button", name="Refresh now").click()
+        page.wait_for_url(f"{local_deployment.url}/?done=refreshed*")
+        refreshed = page.locator("#flash").inner_text()
+        assert page.locator("#owner").input_value() == "owner-kept-7"
+
+        connection_row(page, connection_id).get_by_role("button", name="Disconnect").click()
+        page.wait_for_url(f"{local_deployment.url}/?done=disconnected*")
+        disconnected = page.locator("#flash").inner_text()
+        row = connection_row(page, connection_id)
+        shoot(page, "2-disconnected-1280px")
+
+        assert refreshed.startswith(f"Refreshed {connection_id}")
+        assert disconnected.startswith(f"Disconnected {connection_id}")
+        assert refreshed != disconnected
+        assert row.get_by_test_id("status").inner_text() == "disconnected"
+        assert row.get_by_test_id("expires").inner_text() == "—"
+        assert page.locator("#owner").input_value() == "owner-kept-7"
+        answered = [(r.url, r.response()) for r in seen.requests]
+        assert [url for url, answer in answered if answer and answer.status == 404] == []
+        # Headless Chromium asks for no icon; a browser with a window asks every page's.
+        icon = page.evaluate("document.querySelector('link[rel=icon]').href")
+        assert icon == f"{local_deployment.url}/favicon.ico"
+        served = requests.get(icon, timeout=10)
+        assert (served.status_code, served.headers["Content-Type"]) == (200, "image/svg+xml")
+    finally:
+        wide.close()

@@ -89,6 +89,7 @@ def test_connect_refresh_and_call_capsule(
     assert page.status_code == 303
     back = parse_qs(urlsplit(page.headers["Location"]).query)
     connection_id = owners.connection_id_for("e2e-user-1", "exampleco", "1")
+    assert back["owner"] == ["e2e-user-1"]  # the landing page's own query, kept
     assert back["capsule_connection_id"] == [connection_id]
     assert back["capsule_status"] == ["connected"]
     assert connection(local_deployment, connection_id)["status"] == "pending"  # type: ignore[index]

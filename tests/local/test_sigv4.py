@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
@@ -125,3 +126,37 @@ def test_an_unsigned_payload_is_refused() -> None:
 
     with pytest.raises(sigv4.SignatureRejected, match="UNSIGNED-PAYLOAD is refused"):
         check(headers)
+
+
+@pytest.mark.parametrize(
+    ("sign", "says"),
+    [
+        pytest.param(dict, "not signed", id="unsigned"),
+        pytest.param(lambda: signed(secret="wrong"), "signature does not match", id="secret"),
+        pytest.param(lambda: signed(region="eu-west-1"), "signed for eu-west-1/", id="region"),
+        pytest.param(lambda: signed(service="s3"), "signed for us-east-1/s3", id="service"),
+    ],
+)
+def test_a_refusal_gives_the_developer_its_reason_without_the_signature(
+    sign: Callable[[], dict[str, str]], says: str
+) -> None:
+    headers = sign()  # signed now: a signature made at collection may be too old by now
+    with pytest.raises(sigv4.SignatureRejected) as refused:
+        check(headers)
+
+    assert says in refused.value.reason
+    given = headers.get("Authorization", "").rpartition("Signature=")[2]
+    assert not given or given not in refused.value.reason
+    assert KNOWN.secret_key not in refused.value.reason
+
+
+def test_a_refused_access_key_is_named_with_the_one_accepted() -> None:
+    headers = signed()
+    headers["Authorization"] = headers["Authorization"].replace("AKIALOCAL", "AKIAOTHER")
+
+    with pytest.raises(sigv4.SignatureRejected) as refused:
+        check(headers)
+
+    assert refused.value.reason == (
+        "signed with access key 'AKIAOTHER', not with this stack's 'AKIALOCAL'"
+    )

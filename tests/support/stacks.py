@@ -59,11 +59,15 @@ class RunningDeployment:
 
 
 @contextlib.contextmanager
-def run_local_deployment() -> Iterator[RunningDeployment]:
-    """Start ``python -m local`` on free ports; stop it with Ctrl-C (SIGINT) on the way out."""
-    command = [sys.executable, "-m", "local", "--json", "--no-state-file"]
-    command += ["--port", "0", "--aws-port", "0", "--capsule-port", "0"]
+def run_local_deployment(
+    *arguments: str, env_extra: dict[str, str] | None = None
+) -> Iterator[RunningDeployment]:
+    """Start ``python -m local`` on free ports; stop it with Ctrl-C (SIGINT) on the way out.
+    Without ``arguments``: verbose, every function's output in ``output`` too."""
+    command = [sys.executable, "-m", "local", "--json", "--port", "0", "--aws-port", "0"]
+    command += ["--capsule-port", "0", *(arguments or ("--verbose", "--no-state-file"))]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CAPSULE_"))}
+    env.update(env_extra or {})
     env["PYTHONUNBUFFERED"] = "1"  # log lines arrive as they are written
     process = subprocess.Popen(
         command,
