@@ -63,6 +63,34 @@ def _s(value: str) -> AttributeValueTypeDef:
     return {"S": value}
 
 
+def queued_ids(
+    table: str,
+    index: str,
+    queue: tuple[str, str],
+    due_by: tuple[str, int],
+    *,
+    page_size: int,
+) -> Iterator[str]:
+    """Ids in a sparse index's queue whose due time has come, oldest first, lazily: the
+    reads follow the number due, never the table size."""
+    (queue_name, queue_value), (due_name, now) = queue, due_by
+    dynamodb = aws.dynamodb()
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "IndexName": index,
+        "KeyConditionExpression": f"{queue_name} = :queue AND {due_name} <= :now",
+        "ExpressionAttributeValues": {":queue": _s(queue_value), ":now": _n(now)},
+        "Limit": page_size,
+    }
+    while True:
+        page = dynamodb.query(**kwargs)
+        for item in page.get("Items", []):
+            yield item["connection_id"]["S"]
+        if "LastEvaluatedKey" not in page:
+            return
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
 class ConnectionStore:
     """The connections table, and the KMS key its tokens are sealed with."""
 
@@ -292,21 +320,13 @@ class ConnectionStore:
         return self._queued(QUEUE, now=now, page_size=page_size)
 
     def _queued(self, queue: str, *, now: int, page_size: int) -> Iterator[str]:
-        dynamodb = aws.dynamodb()
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": DUE_INDEX,
-            "KeyConditionExpression": "refresh_queue = :queue AND refresh_due_at <= :now",
-            "ExpressionAttributeValues": {":queue": _s(queue), ":now": _n(now)},
-            "Limit": page_size,
-        }
-        while True:
-            page = dynamodb.query(**kwargs)
-            for item in page.get("Items", []):
-                yield item["connection_id"]["S"]
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return queued_ids(
+            self._table,
+            DUE_INDEX,
+            ("refresh_queue", queue),
+            ("refresh_due_at", now),
+            page_size=page_size,
+        )
 
     def acquire_lease(
         self, connection_id: str, *, owner: str, now: int, lease_seconds: int | None = None

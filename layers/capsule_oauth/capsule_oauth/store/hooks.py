@@ -11,11 +11,12 @@ token's hash is the key of the ``ByHookToken`` index the intake reads.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from capsule_oauth.config import Settings
 from capsule_oauth.errors import StaleWrite
 from capsule_oauth.store import aws
+from capsule_oauth.store.connections import queued_ids
 from capsule_oauth.store.records import ACTIVE, HOOKS_OFF, Connection
 
 if TYPE_CHECKING:
@@ -58,21 +59,13 @@ class HookStore:
 
     def due_ids(self, *, now: int, page_size: int = 100) -> Iterator[str]:
         """Ids of connections due a hook check, oldest first, lazily (a sparse index)."""
-        dynamodb = aws.dynamodb()
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": DUE_INDEX,
-            "KeyConditionExpression": "hook_queue = :queue AND hook_check_due_at <= :now",
-            "ExpressionAttributeValues": {":queue": _s(QUEUE), ":now": _n(now)},
-            "Limit": page_size,
-        }
-        while True:
-            page = dynamodb.query(**kwargs)
-            for item in page.get("Items", []):
-                yield item["connection_id"]["S"]
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return queued_ids(
+            self._table,
+            DUE_INDEX,
+            ("hook_queue", QUEUE),
+            ("hook_check_due_at", now),
+            page_size=page_size,
+        )
 
     def begin(
         self,
