@@ -142,7 +142,7 @@ def one_round(local: ServerStack, account: Account) -> dict[str, Invocation]:
     if started.answer["status"] != 302:
         raise RuntimeError(f"start answered {started.answer['status']}")
     called_back = invoke_fresh(local, "CallbackFunction", _callback_event(started, account))
-    if called_back.answer["status"] != 200:
+    if called_back.answer["status"] != 303:  # to the "Connected" page
         raise RuntimeError(f"callback answered {called_back.answer['status']}")
     _make_due(local, f"{account.subdomain}:{account.user_id}")
     refreshed = invoke_fresh(local, "RefreshFunction", load_event("scheduled.json"))
