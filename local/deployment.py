@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -437,8 +438,15 @@ class LocalDeployment(LocalControl):
         }
 
 
+_PRINTING = threading.Lock()
+
+
 def _print_line(line: str) -> None:
-    print(line, flush=True)
+    """One request line, whole: print() writes the text and its newline separately, so two
+    requests answered at once (a landing form and the route it calls) could share a line."""
+    with _PRINTING:
+        sys.stdout.write(f"{line}\n")
+        sys.stdout.flush()
 
 
 def read_state_file(path: Path = STATE_FILE) -> dict[str, Any] | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +14,7 @@ import boto3
 import pytest
 from moto.dynamodb import models as dynamodb_models
 
+from local import deployment
 from local.deployment import LocalDeployment, Ports
 from local.stack import REGION
 
@@ -69,3 +72,28 @@ def test_two_callers_never_both_pass_one_conditional_write(
         thread.join()
 
     assert sorted(outcomes) == ["leased", "refused"]
+
+
+class _Writes(io.StringIO):
+    """A stdout that keeps each write() apart, as the terminal receives them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return len(text)
+
+
+def test_a_request_line_reaches_the_terminal_in_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two requests answered at once (a landing form and the route it calls) print from two
+    # threads; a line written in pieces could be split by the other's.
+    terminal = _Writes()
+    monkeypatch.setattr(sys, "stdout", terminal)
+
+    deployment._print_line("14:41:25  POST   /connect-sessions  201  13 ms  SessionsFunction")
+
+    assert terminal.calls == ["14:41:25  POST   /connect-sessions  201  13 ms  SessionsFunction\n"]
